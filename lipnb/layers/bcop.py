@@ -1,0 +1,72 @@
+"""BCOP: Block Convolution Orthogonal Parameterization (Li et al. 2019, Algorithm 1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lipnb.layers.conv import LipschitzConv2d
+from lipnb.orthogonal import bjorck
+
+
+class BCOPConv2d(LipschitzConv2d):
+    """Orthogonal convolution: kernel = H □ [P₁; I−P₁] □ [Q₁, I−Q₁] □ … □ [P_{k−1}; I−P_{k−1}] □ [Q_{k−1}, I−Q_{k−1}].
+
+    With ``n = max(in, out)`` (``in`` counted after downsampling), the ``2(k−1)`` projectors have
+    rank ⌊n/2⌋ and ``H`` is an ``out × in`` semi-orthogonal matrix placed on the narrower side, so
+    the operator is an isometry for ``in < out``, a co-isometry for ``in > out`` and orthogonal
+    for ``in = out``. In symbol form (□ is a product of polynomials, Sec. 3.2) each 1-D factor is
+    ``P + (I − P) z``. Only ``H`` (n × min(in, out)) and the projector bases ``R`` (n × ⌊n/2⌋,
+    ``P = R Rᵀ``) are orthonormalized, all in one batched Björck call.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        bias: bool = True,
+        *,
+        bjorck_iters: int = 20,
+        bjorck_tol: float | None = None,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, bias)
+        self.bjorck_iters = bjorck_iters
+        self.bjorck_tol = bjorck_tol
+        n = max(self.conv_in_channels, out_channels)
+        narrow = min(self.conv_in_channels, out_channels)
+        self.orthogonal = nn.Parameter(nn.init.orthogonal_(torch.empty(n, narrow)))
+        projectors = torch.empty(2 * (self.conv_kernel_size - 1), n, n // 2)
+        for basis in projectors:
+            nn.init.orthogonal_(basis)
+        self.projector_bases = nn.Parameter(projectors)
+
+    def compute_weight(self) -> Tensor:
+        h, bases = self._orthonormalize()
+        kernel = h[:, :, None, None]  # symbol coefficients, (n, narrow, rows, cols)
+        for index, basis in enumerate(bases):
+            kernel = _times_projector_factor(kernel, basis, vertical=index % 2 == 0)
+        if self.conv_in_channels > self.out_channels:
+            kernel = kernel.transpose(0, 1)  # the transposed symbol: a co-isometry
+        return kernel.contiguous()
+
+    def _orthonormalize(self) -> tuple[Tensor, Tensor]:
+        """Björck on H and every R at once, zero-padding them to a common width."""
+        h, bases = self.orthogonal, self.projector_bases
+        width = max(h.shape[-1], bases.shape[-1])
+        stack = torch.cat([F.pad(h, (0, width - h.shape[-1]))[None], F.pad(bases, (0, width - bases.shape[-1]))])
+        stack = bjorck(stack, iters=self.bjorck_iters, tol=self.bjorck_tol)
+        return stack[0, :, : h.shape[-1]], stack[1:, :, : bases.shape[-1]]
+
+
+def _times_projector_factor(kernel: Tensor, basis: Tensor, vertical: bool) -> Tensor:
+    """Multiply a symbol on the left by ``P + (I − P) z``, ``P = R Rᵀ``, along the rows or columns.
+
+    New tap ``t`` is ``P x[t] + (I − P) x[t−1] = x[t−1] + R Rᵀ (x[t] − x[t−1])``.
+    """
+    previous = F.pad(kernel, (0, 0, 1, 0) if vertical else (1, 0))
+    current = F.pad(kernel, (0, 0, 0, 1) if vertical else (0, 1))
+    step = current - previous
+    return previous + (basis @ (basis.mT @ step.flatten(1))).view_as(step)

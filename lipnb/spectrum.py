@@ -1,0 +1,107 @@
+"""Exact spectra of layers and certified Lipschitz bounds of sequential models.
+
+Convolutions are circular, so their singular values are exact via the 2-D FFT
+(:mod:`lipnb.circulant`); linear layers use an SVD. The bound of a sequential model is the
+product of its layers' exact operator norms: this, not an assumed 1, is what certificates use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from lipnb.circulant import conv_singular_values
+from lipnb.layers import BjorckLinear, GroupSort, InvertibleDownsampling, LipschitzConv2d, MaxMin
+
+ONE_LIPSCHITZ: tuple[type[nn.Module], ...] = (
+    MaxMin,
+    GroupSort,
+    InvertibleDownsampling,
+    nn.PixelUnshuffle,
+    nn.Flatten,
+    nn.ReLU,
+    nn.Identity,
+)
+"""Modules that count as 1 in :func:`lipschitz_bound` (norm-preserving or 1-Lipschitz)."""
+
+
+def singular_values(layer: nn.Module, input_size: tuple[int, int] | None = None) -> Tensor:
+    """All singular values (descending, float64) of a linear layer at a spatial ``input_size``.
+
+    Supports the :mod:`lipnb.layers` convolutions (stride included: downsampling is orthogonal),
+    ``BjorckLinear``, ``nn.Linear`` and circularly padded stride-1 ``nn.Conv2d``.
+    """
+    if isinstance(layer, (BjorckLinear, nn.Linear)):
+        weight = layer.effective_weight() if isinstance(layer, BjorckLinear) else layer.weight
+        return torch.linalg.svdvals(weight.detach().double())
+    if input_size is None:
+        raise ValueError(f"singular_values of {type(layer).__name__} needs input_size=(height, width)")
+    if isinstance(layer, LipschitzConv2d):
+        return conv_singular_values(layer.effective_weight(), layer.conv_input_size(input_size))
+    if isinstance(layer, nn.Conv2d):
+        _check_exact_conv(layer)
+        return conv_singular_values(layer.weight, input_size)
+    raise ValueError(
+        f"no exact spectrum for {type(layer).__name__}; supported: lipnb.layers convolutions, "
+        f"BjorckLinear, nn.Linear, circular stride-1 nn.Conv2d"
+    )
+
+
+def operator_norm(layer: nn.Module, input_size: tuple[int, int] | None = None) -> float:
+    """The layer's exact spectral norm (largest singular value) at ``input_size``."""
+    return float(singular_values(layer, input_size)[0])
+
+
+def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Product of the exact per-layer operator norms of a (nested) ``nn.Sequential`` model.
+
+    ``input_shape`` excludes the batch, e.g. ``(1, 28, 28)``. The modules in
+    :data:`ONE_LIPSCHITZ` count as 1; any other module raises ``ValueError``, as a bound for it
+    would be a guess. A dummy forward pass (eval mode, restored afterwards) finds each layer's size.
+    """
+    parameter = next(model.parameters(), None)
+    x = torch.zeros(1, *input_shape) if parameter is None else parameter.new_zeros(1, *input_shape)
+    bound = 1.0
+    with torch.no_grad(), _eval_mode(model):
+        for layer in _leaves(model):
+            if not isinstance(layer, ONE_LIPSCHITZ):
+                bound *= operator_norm(layer, tuple(x.shape[2:]) if x.dim() == 4 else None)
+            x = layer(x)
+    return bound
+
+
+def _check_exact_conv(conv: nn.Conv2d) -> None:
+    same = conv.padding == "same" or all(2 * p == k - 1 for p, k in zip(conv.padding, conv.kernel_size))
+    if not (conv.padding_mode == "circular" and same and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1):
+        raise ValueError(
+            "an exact spectrum needs a stride-1, ungrouped, undilated nn.Conv2d with "
+            "padding='same' and padding_mode='circular'; got " + repr(conv)
+        )
+
+
+def _leaves(model: nn.Module) -> Iterator[nn.Module]:
+    if isinstance(model, nn.Sequential):
+        for child in model:
+            yield from _leaves(child)
+    elif isinstance(model, nn.Module) and (len(model._modules) == 0 or isinstance(model, LipschitzConv2d)):
+        yield model
+    else:
+        raise ValueError(
+            f"lipschitz_bound needs an nn.Sequential of known layers; {type(model).__name__} is a container "
+            f"whose composition it cannot read"
+        )
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training

@@ -1,0 +1,25 @@
+"""Shared helpers: the independent reference for every spectral claim."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def dense_operator(layer, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """The layer's matrix, column by column from impulse responses (bias removed by f(x) − f(0))."""
+    size = torch.Size(input_shape).numel()
+    impulses = torch.eye(size, dtype=torch.float64).reshape(size, *input_shape)
+    with torch.no_grad():
+        responses = layer(impulses) - layer(torch.zeros(1, *input_shape, dtype=torch.float64))
+    return responses.reshape(size, -1).T
+
+
+def dense_singular_values(layer, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Singular values of :func:`dense_operator`, descending."""
+    return torch.linalg.svdvals(dense_operator(layer, input_shape))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
