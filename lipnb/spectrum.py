@@ -7,12 +7,12 @@ product of its layers' exact operator norms: this, not an assumed 1, is what cer
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
+from lipnb._modes import eval_mode
 from lipnb.circulant import conv_singular_values
 from lipnb.layers import BjorckLinear, GroupSort, InvertibleDownsampling, LipschitzConv2d, MaxMin
 
@@ -65,7 +65,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     parameter = next(model.parameters(), None)
     x = torch.zeros(1, *input_shape) if parameter is None else parameter.new_zeros(1, *input_shape)
     bound = 1.0
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), eval_mode(model):
         for layer in _leaves(model):
             if not isinstance(layer, ONE_LIPSCHITZ):
                 bound *= operator_norm(layer, tuple(x.shape[2:]) if x.dim() == 4 else None)
@@ -94,14 +94,3 @@ def _leaves(model: nn.Module) -> Iterator[nn.Module]:
             f"lipschitz_bound needs an nn.Sequential of known layers; {type(model).__name__} is a container "
             f"whose composition it cannot read"
         )
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training

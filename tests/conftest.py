@@ -23,3 +23,12 @@ def dense_singular_values(layer, input_shape: tuple[int, ...]) -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """The tests' tensors are tiny: intra-op threads only add overhead, and stall on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -101,6 +101,19 @@ def test_ossn_estimate_converges_to_the_exact_norm():
     assert singular_values(layer, (8, 8))[0] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_ossn_finds_a_new_top_direction_after_a_long_stable_one():
+    # a kernel whose norm sits at the zero frequency (all taps equal) for many iterations, then one
+    # whose norm sits at the highest frequency: the persistent vector must not have lost that direction
+    layer = OSSNConv2d(1, 1, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.full((1, 1, 2, 2), 2.0))
+    run_power_iterations(layer, (1, 8, 8), forwards=60)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[[[3.0, -3.0], [-3.0, 3.0]]]]))
+    run_power_iterations(layer, (1, 8, 8), forwards=30)
+    assert singular_values(layer, (8, 8))[0] == pytest.approx(1.0, abs=1e-4)
+
+
 def test_svcm_is_one_lipschitz_after_projection():
     layer = SVCMConv2d(4, 6, 3)
     with torch.no_grad():

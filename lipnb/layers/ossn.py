@@ -10,6 +10,7 @@ from lipnb.circulant import circular_conv2d, circular_conv2d_adjoint
 from lipnb.layers.conv import LipschitzConv2d, default_conv_kernel
 
 _WARM_UP_ITERS = 50
+_RESTART_NOISE = 1e-3  # norm of the noise added to the unit vector before each training forward's iterations
 
 
 class OSSNConv2d(LipschitzConv2d):
@@ -44,7 +45,10 @@ class OSSNConv2d(LipschitzConv2d):
             start = torch.randn(1, self.conv_in_channels, *x.shape[-2:], dtype=x.dtype, device=x.device)
             self._power_iterate(start, _WARM_UP_ITERS)
         elif self.training:
-            self._power_iterate(self.power_vector, self.power_iters)
+            # A little fresh noise keeps every direction alive: in float arithmetic a direction that
+            # was negligible for a while underflows to exactly 0 and could never become the top one.
+            noise = torch.randn_like(self.power_vector) * (_RESTART_NOISE / self.power_vector.numel() ** 0.5)
+            self._power_iterate(self.power_vector + noise, self.power_iters)
         return circular_conv2d(x, self.effective_weight(), self.bias)
 
     @torch.no_grad()
