@@ -1,0 +1,105 @@
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from lipnb.layers import SVCMConv2d
+from lipnb.models import build_model
+from lipnb.spectrum import operator_norm
+from lipnb.train import load_checkpoint, multiclass_hinge_loss, train
+
+
+def test_hinge_loss_by_hand():
+    logits = torch.tensor([[3.0, 1.0, 2.5], [0.0, 2.0, -1.0]])
+    labels = torch.tensor([0, 2])
+    margin = 1.0
+    # example 0: j=1: max(0, 1 - (3 - 1)) = 0;  j=2: max(0, 1 - 0.5) = 0.5      -> 0.5 / 3
+    # example 1: j=0: max(0, 1 - (-1 - 0)) = 2; j=1: max(0, 1 - (-1 - 2)) = 4   -> 6 / 3
+    expected = (0.5 / 3 + 6 / 3) / 2
+    assert float(multiclass_hinge_loss(logits, labels, margin)) == pytest.approx(expected)
+
+
+def tiny_data(n=96):
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 1, 8, 8, generator=generator)
+    y = (x.mean((1, 2, 3)) > 0.5).long() + 2 * (x[:, 0, 0, 0] > 0.5).long()
+    return TensorDataset(x, y)
+
+
+def fit(conv, tmp_path, epochs, name="run.pt", resume=False, **kwargs):
+    torch.manual_seed(0)
+    model = build_model("small", conv, "maxmin", (1, 8, 8), num_classes=4)
+    history = train(
+        model, tiny_data(), epochs=epochs, margin=0.7, batch_size=16, seed=3,
+        checkpoint=tmp_path / name, resume=resume, progress=False, device="cpu", **kwargs,
+    )
+    return model, history
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptingDataset(torch.utils.data.Dataset):
+    """Serves ``data`` but fails at the ``fail_at``-th item, like a run killed mid-epoch."""
+
+    def __init__(self, data, fail_at):
+        self.data, self.fail_at, self.served = data, fail_at, 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        self.served += 1
+        if self.served == self.fail_at:
+            raise Interrupted
+        return self.data[index]
+
+
+@pytest.mark.parametrize("conv", ["bcop", "ossn", "svcm"])
+def test_interrupted_run_resumes_to_the_same_result(conv, tmp_path):
+    straight, straight_history = fit(conv, tmp_path, epochs=4, name="straight.pt", svcm_every=5)
+    torch.manual_seed(0)
+    model = build_model("small", conv, "maxmin", (1, 8, 8), num_classes=4)
+    with pytest.raises(Interrupted):  # dies in the middle of epoch 3
+        train(model, InterruptingDataset(tiny_data(), fail_at=96 * 2 + 40), epochs=4, margin=0.7, batch_size=16,
+              seed=3, checkpoint=tmp_path / "split.pt", progress=False, device="cpu", svcm_every=5)
+    assert load_checkpoint(tmp_path / "split.pt", model)["epoch"] == 2  # at most one epoch lost
+    resumed, resumed_history = fit(conv, tmp_path, epochs=4, name="split.pt", resume=True, svcm_every=5)
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, atol=0, rtol=0, msg=key)
+    assert [h["loss"] for h in resumed_history] == [h["loss"] for h in straight_history]
+
+
+def test_learning_rate_drops_tenfold_every_thirty_percent_of_the_epochs(tmp_path):
+    _, history = fit("bcop", tmp_path, epochs=10)
+    expected = [1e-3] * 3 + [1e-4] * 3 + [1e-5] * 3 + [1e-6]
+    assert [h["lr"] for h in history] == pytest.approx(expected)
+
+
+def test_existing_checkpoint_is_not_overwritten(tmp_path):
+    fit("bcop", tmp_path, epochs=1)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        fit("bcop", tmp_path, epochs=1)
+
+
+def test_corrupt_checkpoint_fails_with_one_clear_line(tmp_path):
+    (tmp_path / "run.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"checkpoint .*run\.pt cannot be used .*delete it") as error:
+        fit("bcop", tmp_path, epochs=1, resume=True)
+    assert "\n" not in str(error.value)
+    model = build_model("small", "rko", "maxmin", (1, 8, 8), num_classes=4)
+    fit("bcop", tmp_path, epochs=1, name="other.pt")
+    with pytest.raises(ValueError, match="other.pt cannot be used"):
+        load_checkpoint(tmp_path / "other.pt", model)
+
+
+def test_svcm_is_projected_during_training(tmp_path):
+    model, _ = fit("svcm", tmp_path, epochs=1, svcm_every=2)
+    for layer in model:
+        if isinstance(layer, SVCMConv2d):
+            assert operator_norm(layer, layer.input_size) <= 1 + 1e-4
+
+
+def test_training_reduces_the_loss(tmp_path):
+    _, history = fit("bcop", tmp_path, epochs=5)
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
