@@ -132,7 +132,7 @@ def test_bjorck_linear_is_semi_orthogonal_after_training(cin, cout):
     train_steps(layer, (cin,))
     sigma = singular_values(layer)
     assert (sigma - 1).abs().max() <= 1e-5
-    torch.testing.assert_close(sigma, dense_singular_values(layer.double().eval(), (cin,)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(sigma, dense_singular_values(layer.double().eval(), (cin,)), atol=1e-5, rtol=0)
 
 
 def test_activations_permute_each_input():

@@ -30,7 +30,7 @@ def test_bjorck_orthonormal_rows_for_wide_and_columns_for_tall():
 
 def test_bjorck_early_stop_meets_its_tolerance_in_few_steps():
     matrix = polar_factor(torch.randn(32, 16)) + 0.02 * torch.randn(32, 16)
-    result = bjorck(matrix, iters=50)  # float32: tol = 3√eps ≈ 1e-3
+    result = bjorck(matrix, iters=50)  # float32: tol = 64·eps ≈ 7.6e-6
     sigma = torch.linalg.svdvals(result)
     assert (sigma - 1).abs().max() < 2e-6
     # the same with a fixed budget of 50 steps agrees: stopping early lost nothing
@@ -47,7 +47,7 @@ def test_bjorck_converges_from_a_badly_scaled_start():
 def test_zero_padded_columns_stay_zero_and_do_not_change_the_rest():
     matrix = torch.randn(8, 3, dtype=torch.float64)
     padded = torch.nn.functional.pad(matrix, (0, 2))
-    result = bjorck(padded, iters=30, tol=1e-6)
+    result = bjorck(padded, iters=30)
     assert torch.all(result[:, 3:] == 0)
     torch.testing.assert_close(result[:, :3], polar_factor(matrix), atol=1e-10, rtol=0)
 
