@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 
 from lipnb.circulant import clip_singular_values
-from lipnb.layers.conv import LipschitzConv2d, default_conv_kernel
+from lipnb.layers.conv import PlainConv2d
 
 
-class SVCMConv2d(LipschitzConv2d):
+class SVCMConv2d(PlainConv2d):
     """An unconstrained kernel that :meth:`project` pulls back to ``σ_max ≤ 1``.
 
     Between projections the layer is unconstrained; the training loop projects every 100 steps
     and at the end of each epoch (BCOP paper, Sec. 5.1), so the bound holds right after a projection.
     """
-
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True
-    ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, bias)
-        self.weight = nn.Parameter(default_conv_kernel(self.kernel_shape))
-
-    def compute_weight(self) -> Tensor:
-        return self.weight
 
     @torch.no_grad()
     def project(self, rounds: int = 50, input_size: tuple[int, int] | None = None) -> None:
