@@ -162,6 +162,11 @@ def _groups(results: Iterable[Mapping], by: Sequence[str]) -> list[tuple[tuple, 
     return [(key[:-1], key[-1], groups[key]) for key in sorted(groups, key=order)]
 
 
+def _is_accuracy(metric: str) -> bool:
+    """Accuracies (fractions) are the metrics shown in percent; others, e.g. the Lipschitz bound, are not."""
+    return metric.endswith("accuracy") or metric.startswith("attacks.")
+
+
 def _mean_std(runs: Sequence[Mapping], metric: str, percent: bool) -> str | None:
     """``metric`` over ``runs`` as ``mean ± std`` (sample std), just the mean for one value,
     ``None`` when no run has it."""
@@ -183,13 +188,13 @@ def summary_table(
     """Runs grouped by the ``by`` config keys and eps, each metric as ``mean ± std`` over seeds.
 
     Metrics are top-level keys or dotted paths (``attacks.pgd``); runs lacking a metric are left
-    out of that cell. ``percent`` scales every metric by 100 (two decimals). Rows are sorted by
+    out of that cell. ``percent`` shows accuracies ×100 (two decimals). Rows are sorted by
     the ``by`` keys, convs in :data:`CONV_ORDER`.
     """
     columns = [LABELS.get(k, k) for k in by] + ["eps", "n"] + [LABELS.get(m, m) for m in metrics]
     rows = []
     for values, eps, runs in _groups(results, by):
-        rows.append([*values, eps, len(runs), *(_mean_std(runs, m, percent) for m in metrics)])
+        rows.append([*values, eps, len(runs), *(_mean_std(runs, m, percent and _is_accuracy(m)) for m in metrics)])
     return Table(columns, rows)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from lipnb import attacks as attack_lib
@@ -95,21 +96,37 @@ class RobustnessConfig:
         )
 
 
+def initial_model(config: RobustnessConfig) -> nn.Sequential:
+    """The untrained network of ``config``, seeded: the same one :func:`train_model` starts from."""
+    torch.manual_seed(config.seed)
+    info = dataset_info(config.dataset)
+    return build_model(config.arch, config.conv, config.activation, info.input_shape, info.num_classes)
+
+
+def train_model(
+    config: RobustnessConfig, data: tuple[Dataset, Dataset] | None = None, progress: bool = True
+) -> tuple[nn.Sequential, list[dict]]:
+    """Train (or resume, or reuse a finished run in ``out_dir``) and return the model and its history."""
+    train_set, _ = data if data is not None else config.load_data()
+    out_dir = Path(config.out_dir)
+    _check_resumable(out_dir, config)
+    model = initial_model(config)
+    history = train(
+        model, train_set, epochs=config.epochs, margin=config.margin, lr=config.lr, batch_size=config.batch_size,
+        seed=config.seed, device=resolve_device(config.device), checkpoint=out_dir / "checkpoint.pt", resume=True,
+        progress=progress,
+    )
+    return model, history
+
+
 def run_robustness(
     config: RobustnessConfig, data: tuple[Dataset, Dataset] | None = None, progress: bool = True
 ) -> dict:
     """Train, certify and attack as ``config`` says; return the results and write ``results.json``."""
     train_set, test_set = data if data is not None else config.load_data()
-    out_dir = Path(config.out_dir)
-    _check_resumable(out_dir, config)
+    model, history = train_model(config, (train_set, test_set), progress)
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
     input_shape = dataset_info(config.dataset).input_shape
-    model = build_model(config.arch, config.conv, config.activation, input_shape, dataset_info(config.dataset).num_classes)
-    history = train(
-        model, train_set, epochs=config.epochs, margin=config.margin, lr=config.lr, batch_size=config.batch_size,
-        seed=config.seed, device=device, checkpoint=out_dir / "checkpoint.pt", resume=True, progress=progress,
-    )
     bound = lipschitz_bound(model, input_shape)
     logits, labels = predict(model, test_set, device=device, progress=progress)
     radii = certified_radii(logits, labels, bound)
@@ -133,7 +150,7 @@ def run_robustness(
         )
         attack_lib.check_certificates(model, x, x_adv, y, certified[: len(y)], eps=config.eps)
         results["attacks"][name] = attack_lib.robust_accuracy(model, x, y, x_adv)
-    _write_json(out_dir / "results.json", results)
+    _write_json(Path(config.out_dir) / "results.json", results)
     return results
 
 

@@ -7,6 +7,7 @@ product of its layers' exact operator norms: this, not an assumed 1, is what cer
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -55,22 +56,44 @@ def operator_norm(layer: nn.Module, input_size: tuple[int, int] | None = None) -
     return float(singular_values(layer, input_size)[0])
 
 
-def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...]) -> float:
-    """Product of the exact per-layer operator norms of a (nested) ``nn.Sequential`` model.
+def layer_spectra(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[nn.Module, Tensor]]:
+    """``(layer, singular values)`` for every layer of a (nested) ``nn.Sequential`` that is not 1-Lipschitz.
 
-    ``input_shape`` excludes the batch, e.g. ``(1, 28, 28)``. The modules in
-    :data:`ONE_LIPSCHITZ` count as 1; any other module raises ``ValueError``, as a bound for it
-    would be a guess. A dummy forward pass (eval mode, restored afterwards) finds each layer's size.
+    ``input_shape`` excludes the batch, e.g. ``(1, 28, 28)``. A dummy forward pass (eval mode,
+    restored afterwards) finds each layer's input size. The modules in :data:`ONE_LIPSCHITZ` are
+    skipped; any other module without an exact spectrum raises ``ValueError``, as a bound for it
+    would be a guess.
     """
     parameter = next(model.parameters(), None)
     x = torch.zeros(1, *input_shape) if parameter is None else parameter.new_zeros(1, *input_shape)
-    bound = 1.0
+    spectra = []
     with torch.no_grad(), eval_mode(model):
         for layer in _leaves(model):
+            size = tuple(x.shape[2:]) if x.dim() == 4 else None
+            x = layer(x)  # first, so that a layer that normalizes at its input size (OSSN) has seen it
             if not isinstance(layer, ONE_LIPSCHITZ):
-                bound *= operator_norm(layer, tuple(x.shape[2:]) if x.dim() == 4 else None)
-            x = layer(x)
-    return bound
+                spectra.append((layer, singular_values(layer, size)))
+    return spectra
+
+
+def conv_spectra(model: nn.Module, input_shape: tuple[int, ...]) -> list[Tensor]:
+    """Singular values of each :mod:`lipnb.layers` convolution of ``model``, in order."""
+    return [sigma for layer, sigma in layer_spectra(model, input_shape) if isinstance(layer, LipschitzConv2d)]
+
+
+def spectrum_summary(sigma: Tensor) -> dict[str, float]:
+    """The numbers behind a spectrum histogram: extremes, median, fraction of σ below 0.1."""
+    return {
+        "min": float(sigma.min()),
+        "median": float(sigma.median()),
+        "max": float(sigma.max()),
+        "fraction_below_0.1": float((sigma < 0.1).double().mean()),
+    }
+
+
+def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Product of the exact per-layer operator norms of a (nested) ``nn.Sequential`` model."""
+    return math.prod(float(sigma[0]) for _, sigma in layer_spectra(model, input_shape))
 
 
 def _check_exact_conv(conv: nn.Conv2d) -> None:

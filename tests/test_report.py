@@ -169,3 +169,10 @@ def test_cli_subprocess_reports_errors(runs_dir, tmp_path):
     empty.mkdir()
     bad = subprocess.run([sys.executable, "-m", "lipnb.report", str(empty)], capture_output=True, text=True)
     assert bad.returncode == 2 and str(empty) in bad.stderr
+
+
+def test_lipschitz_bound_is_not_shown_in_percent():
+    run = {"config": {"dataset": "mnist", "arch": "small", "conv": "bcop"}, "eps": 1.58,
+           "clean_accuracy": 0.97, "certified_accuracy": 0.4, "lipschitz_bound": 1.0000012}
+    table = summary_table([run], metrics=("clean_accuracy", "lipschitz_bound"))
+    assert table.rows[0][-2:] == ["97.00", "1.0000"]

@@ -6,6 +6,7 @@ from torch import nn
 
 from conftest import dense_operator, dense_singular_values
 from lipnb import export, lipschitz_bound, operator_norm, singular_values
+from lipnb.spectrum import conv_spectra, spectrum_summary
 from lipnb.circulant import circular_conv2d, circular_conv2d_adjoint, clip_singular_values, conv_singular_values
 from lipnb.layers import CONV_KINDS, BjorckLinear, MaxMin, lipschitz_conv
 
@@ -135,3 +136,17 @@ def test_lipschitz_bound_refuses_unknown_modules():
 def test_operator_norm_is_the_largest_singular_value():
     layer = prepared("plain", 3, 3, 3, 1, 6)
     assert operator_norm(layer, (6, 6)) == pytest.approx(float(dense_singular_values(layer, (3, 6, 6))[0]))
+
+
+def test_conv_spectra_reads_every_conv_at_its_input_size():
+    model = small_network("ossn")  # OSSN: the spectra pass must let it see its input size first
+    spectra = conv_spectra(model, (1, 8, 8))
+    assert len(spectra) == 2
+    model.eval()
+    torch.testing.assert_close(spectra[0], dense_singular_values(model[0], (1, 8, 8)), atol=1e-8, rtol=0)
+    torch.testing.assert_close(spectra[1], dense_singular_values(model[2], (4, 8, 8)), atol=1e-8, rtol=0)
+
+
+def test_spectrum_summary():
+    summary = spectrum_summary(torch.tensor([0.05, 0.5, 1.0, 0.08, 2.0], dtype=torch.float64))
+    assert summary == {"min": 0.05, "median": 0.5, "max": 2.0, "fraction_below_0.1": 0.4}
