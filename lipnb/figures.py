@@ -1,0 +1,81 @@
+"""Regenerate the paper's figures and tables: every notebook through papermill, then the tables.
+
+    python -m lipnb.figures --dataset mnist --data-root ../shared/data --epochs 200 --device cuda
+
+runs ``notebooks/projector_topology.ipynb`` (Figure 1, Theorems 1–3), optionally the robustness
+notebook for every conv kind (``--robustness``: Table 1 runs into ``results/robustness``),
+``notebooks/singular_values.ipynb`` (Figure 2, reusing trained Large models), and writes Table 1
+from every ``results.json`` under ``results/`` as Markdown and LaTeX into ``figures/``. Executed
+notebooks are kept in ``runs/notebooks`` for inspection. Runs resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lipnb.report import comparison_table, load_results, summary_table
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+TABLE_METRICS = (
+    "clean_accuracy", "certified_accuracy", "attacks.pgd", "attacks.fgsm", "attacks.boundary", "attacks.pointwise",
+)
+
+
+def run_notebook(name: str, parameters: dict, runs_dir: Path) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` with ``parameters`` (cwd: the repository root)."""
+    import papermill  # the `notebooks` extra
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    tag = "_".join(str(v) for k, v in parameters.items() if k in ("conv", "dataset", "arch"))
+    output = runs_dir / f"{name}{'_' + tag if tag else ''}.ipynb"
+    print(f"running {name} with {parameters} -> {output}")
+    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(output), parameters=parameters, cwd=str(ROOT))
+    return output
+
+
+def write_tables(results_dir: Path, figures_dir: Path) -> list[Path]:
+    """Table 1 (all metrics) and the comparison with the paper, as Markdown and LaTeX."""
+    results = load_results(results_dir)
+    tables = {"table1": summary_table(results, metrics=TABLE_METRICS), "table1_vs_paper": comparison_table(results)}
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, table in tables.items():
+        for suffix, text in (("md", table.to_markdown()), ("tex", table.to_latex())):
+            path = figures_dir / f"{name}.{suffix}"
+            path.write_text(text + "\n")
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits", help="dataset of the trained figures (default: digits)")
+    parser.add_argument("--data-root", default=None, help="data root (default: $LIPNB_DATA)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of each network")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--robustness", action="store_true", help="also run the Table 1 robustness runs")
+    parser.add_argument("--figures-dir", type=Path, default=ROOT / "figures")
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "results")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "notebooks")
+    args = parser.parse_args(argv)
+    figures_dir, results_dir = args.figures_dir.resolve(), args.results_dir.resolve()
+    common = {"dataset": args.dataset, "epochs": args.epochs, "device": args.device, "data_root": args.data_root}
+    run_notebook("projector_topology", {"fig_dir": str(figures_dir)}, args.runs_dir)
+    if args.robustness:
+        for conv in ("bcop", "rko", "ossn", "svcm", "plain"):
+            out_dir = results_dir / "robustness" / f"{args.dataset}_small_{conv}_seed0"
+            run_notebook("robustness", {**common, "conv": conv, "out_dir": str(out_dir)}, args.runs_dir)
+    run_notebook(
+        "singular_values",
+        {**common, "checkpoint_dir": str(results_dir / "robustness"), "fig_dir": str(figures_dir)},
+        args.runs_dir,
+    )
+    if any(results_dir.rglob("results.json")):
+        for path in write_tables(results_dir, figures_dir):
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
