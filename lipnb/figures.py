@@ -5,7 +5,8 @@
 runs ``notebooks/projector_topology.ipynb`` (Figure 1, Theorems 1–3), optionally the robustness
 notebook for every conv kind (``--robustness``: Table 1 runs into ``results/robustness``),
 ``notebooks/singular_values.ipynb`` (Figure 2, reusing trained Large models), and writes Table 1
-from every ``results.json`` under ``results/`` as Markdown and LaTeX into ``figures/``. Executed
+(Markdown and LaTeX) and the certified-accuracy curves from every ``results.json`` under
+``results/`` into ``figures/``. Executed
 notebooks are kept in ``runs/notebooks`` for inspection. Runs resume from their checkpoints.
 """
 
@@ -14,7 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lipnb.report import comparison_table, load_results, summary_table
+import matplotlib.pyplot as plt
+
+from lipnb.plots import plot_certified_curve, save_figure
+from lipnb.report import CONV_ORDER, comparison_table, load_results, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -49,6 +53,23 @@ def write_tables(results_dir: Path, figures_dir: Path) -> list[Path]:
     return written
 
 
+def write_certified_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
+    """One certified-accuracy-vs-ε figure per (dataset, arch), every conv kind overlaid."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in load_results(results_dir):
+        if "certified_curve" in run:
+            groups.setdefault((run["config"]["dataset"], run["config"]["arch"]), []).append(run)
+    written = []
+    for (dataset, arch), runs in groups.items():
+        figure, ax = plt.subplots(figsize=(5, 3.5))
+        for run in sorted(runs, key=lambda r: CONV_ORDER.index(r["config"]["conv"])):
+            plot_certified_curve(run, ax)
+        ax.set_title(f"{dataset}, {arch}")
+        written += save_figure(figure, figures_dir, f"certified_accuracy_{dataset}_{arch}")
+        plt.close(figure)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits", help="dataset of the trained figures (default: digits)")
@@ -73,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         args.runs_dir,
     )
     if any(results_dir.rglob("results.json")):
-        for path in write_tables(results_dir, figures_dir):
+        for path in write_tables(results_dir, figures_dir) + write_certified_curves(results_dir, figures_dir):
             print(f"wrote {path}")
 
 

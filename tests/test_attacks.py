@@ -197,7 +197,6 @@ def test_certified_points_are_never_broken(bcop_model, digits_test):
 
 @pytest.mark.parametrize(("attack", "steps"), [("boundary", 200), ("pointwise", 200)])
 def test_foolbox_attacks(bcop_model, digits_test, attack, steps):
-    pytest.importorskip("foolbox")
     x, y = digits_test[0][:5], digits_test[1][:5]
     with torch.no_grad():
         logits = bcop_model(x)
