@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 
 def require_positive_int(name: str, value: object) -> int:
     """Return ``value`` if it is an integer >= 1, else raise ``ValueError`` naming ``name``."""
@@ -16,3 +18,13 @@ def require_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
     return value  # type: ignore[return-value]
+
+
+def require_device(device: str) -> str:
+    """Return ``device`` if it is ``"auto"`` or a device torch understands, else raise ``ValueError``."""
+    if device != "auto":
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from error
+    return device

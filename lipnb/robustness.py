@@ -8,7 +8,6 @@ with the soundness check on, and writes ``out_dir/results.json``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from lipnb import attacks as attack_lib
-from lipnb._validation import require_choice, require_positive_int
+from lipnb._runs import record_settings, write_json
+from lipnb._validation import require_choice, require_device, require_positive_int
 from lipnb.certify import certified_accuracy, certified_radii, predict
 from lipnb.data import DATASETS, dataset_info, load_dataset
 from lipnb.layers import CONV_KINDS
@@ -78,11 +78,7 @@ class RobustnessConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}; got {value!r}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError as error:
-                raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}") from error
+        require_device(self.device)
         if self.out_dir is None:
             self.out_dir = os.path.join(
                 "runs", "robustness", f"{self.dataset}_{self.arch}_{self.conv}_{self.activation}_seed{self.seed}"
@@ -109,7 +105,7 @@ def train_model(
     """Train (or resume, or reuse a finished run in ``out_dir``) and return the model and its history."""
     train_set, _ = data if data is not None else config.load_data()
     out_dir = Path(config.out_dir)
-    _check_resumable(out_dir, config)
+    record_settings(out_dir, {key: getattr(config, key) for key in _TRAINING_KEYS})
     model = initial_model(config)
     history = train(
         model, train_set, epochs=config.epochs, margin=config.margin, lr=config.lr, batch_size=config.batch_size,
@@ -133,6 +129,7 @@ def run_robustness(
     certified = radii > config.eps
     curve_eps = torch.linspace(0, 2 * config.eps, 41)
     results = {
+        "experiment": "robustness",
         "config": dataclasses.asdict(config),
         "clean_accuracy": float(certified_accuracy(radii, 0.0)),
         "certified_accuracy": float(certified.float().mean()),
@@ -150,27 +147,5 @@ def run_robustness(
         )
         attack_lib.check_certificates(model, x, x_adv, y, certified[: len(y)], eps=config.eps)
         results["attacks"][name] = attack_lib.robust_accuracy(model, x, y, x_adv)
-    _write_json(Path(config.out_dir) / "results.json", results)
+    write_json(Path(config.out_dir) / "results.json", results)
     return results
-
-
-def _check_resumable(out_dir: Path, config: RobustnessConfig) -> None:
-    """Record the training settings in ``out_dir/config.json``; refuse a directory made with others."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wanted = {key: getattr(config, key) for key in _TRAINING_KEYS}
-    recorded_path = out_dir / "config.json"
-    if recorded_path.exists():
-        recorded = json.loads(recorded_path.read_text())
-        differing = [key for key in _TRAINING_KEYS if recorded.get(key) != wanted[key]]
-        if differing:
-            raise ValueError(
-                f"{out_dir} holds a run with different {', '.join(differing)}; choose another out_dir or delete it"
-            )
-    else:
-        _write_json(recorded_path, wanted)
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)

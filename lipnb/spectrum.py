@@ -15,7 +15,14 @@ from torch import Tensor, nn
 
 from lipnb._modes import eval_mode
 from lipnb.circulant import conv_singular_values
-from lipnb.layers import BjorckLinear, GroupSort, InvertibleDownsampling, LipschitzConv2d, MaxMin
+from lipnb.layers import (
+    BjorckLinear,
+    GroupSort,
+    InvertibleDownsampling,
+    LipschitzConv2d,
+    MaxMin,
+    NearestUpsampling,
+)
 
 ONE_LIPSCHITZ: tuple[type[nn.Module], ...] = (
     MaxMin,
@@ -60,7 +67,8 @@ def layer_spectra(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[
     """``(layer, singular values)`` for every layer of a (nested) ``nn.Sequential`` that is not 1-Lipschitz.
 
     ``input_shape`` excludes the batch, e.g. ``(1, 28, 28)``. A dummy forward pass (eval mode,
-    restored afterwards) finds each layer's input size. The modules in :data:`ONE_LIPSCHITZ` are
+    restored afterwards) finds each layer's input size. :class:`~lipnb.layers.NearestUpsampling` by
+    ``f`` has every singular value equal to ``f``. The modules in :data:`ONE_LIPSCHITZ` are
     skipped; any other module without an exact spectrum raises ``ValueError``, as a bound for it
     would be a guess.
     """
@@ -70,8 +78,11 @@ def layer_spectra(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[
     with torch.no_grad(), eval_mode(model):
         for layer in _leaves(model):
             size = tuple(x.shape[2:]) if x.dim() == 4 else None
+            inputs = x[0].numel()
             x = layer(x)  # first, so that a layer that normalizes at its input size (OSSN) has seen it
-            if not isinstance(layer, ONE_LIPSCHITZ):
+            if isinstance(layer, NearestUpsampling):  # factor × an isometry: every σ is the factor
+                spectra.append((layer, torch.full((inputs,), float(layer.factor), dtype=torch.float64)))
+            elif not isinstance(layer, ONE_LIPSCHITZ):
                 spectra.append((layer, singular_values(layer, size)))
     return spectra
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from lipnb._runs import atomic_torch_save
 from lipnb.layers import SVCMConv2d
 
 MNIST_MARGIN = 1.5 * math.sqrt(2)  # 2.1213: certifies ε = 1.5 at L = 1
@@ -125,17 +126,14 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def save_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule, state: dict
 ) -> None:
-    """Write the checkpoint to a temporary file, then rename it over ``path`` (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the checkpoint atomically (temporary file, then rename)."""
     payload = {
         **state,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
     }
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    atomic_torch_save(payload, path)
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer=None, schedule=None) -> dict:

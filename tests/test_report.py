@@ -123,7 +123,7 @@ def test_bad_files_are_named(tmp_path, content, message):
 
 
 def test_nothing_found_names_where_it_looked(tmp_path):
-    with pytest.raises(ValueError, match="no results.json found") as info:
+    with pytest.raises(ValueError, match="no results.json of a robustness run found") as info:
         load_results(tmp_path)
     assert str(tmp_path) in str(info.value)
     with pytest.raises(ValueError, match="no such file"):

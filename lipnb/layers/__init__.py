@@ -12,6 +12,7 @@ from lipnb.layers.linear import BjorckLinear
 from lipnb.layers.ossn import OSSNConv2d
 from lipnb.layers.rko import RKOConv2d
 from lipnb.layers.svcm import SVCMConv2d
+from lipnb.layers.upsampling import NearestUpsampling
 
 CONV_KINDS: dict[str, type[LipschitzConv2d]] = {
     "bcop": BCOPConv2d,
@@ -39,6 +40,7 @@ __all__ = [
     "InvertibleDownsampling",
     "LipschitzConv2d",
     "MaxMin",
+    "NearestUpsampling",
     "OSSNConv2d",
     "PlainConv2d",
     "RKOConv2d",
