@@ -39,3 +39,9 @@ def record_settings(out_dir: Path, settings: Mapping[str, object]) -> None:
             )
     else:
         write_json(recorded_path, dict(settings))
+
+
+def error_summary(error: BaseException) -> str:
+    """``Type: first line of the message``, for one-line errors about files that cannot be used."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

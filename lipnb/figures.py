@@ -3,11 +3,12 @@
     python -m lipnb.figures --dataset mnist --data-root ../shared/data --epochs 200 --device cuda
 
 runs ``notebooks/projector_topology.ipynb`` (Figure 1, Theorems 1–3), optionally the robustness
-notebook for every conv kind (``--robustness``: Table 1 runs into ``results/robustness``),
-``notebooks/singular_values.ipynb`` (Figure 2, reusing trained Large models), and writes Table 1
-(Markdown and LaTeX) and the certified-accuracy curves from every ``results.json`` under
-``results/`` into ``figures/``. Executed
-notebooks are kept in ``runs/notebooks`` for inspection. Runs resume from their checkpoints.
+notebook for every conv kind (``--robustness``: Table 1 runs into ``results/robustness``) and the
+Wasserstein notebook for BCOP/RKO/OSSN × MaxMin/ReLU critics (``--wasserstein``: Table 4 runs into
+``results/wasserstein``), ``notebooks/singular_values.ipynb`` (Figure 2, reusing trained Large
+models), and writes Tables 1 and 4 (Markdown and LaTeX), the certified-accuracy curves and the
+critic training curves from the ``results.json`` files under ``results/`` into ``figures/``.
+Executed notebooks are kept in ``runs/notebooks`` for inspection. Runs resume from their checkpoints.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from lipnb.plots import plot_certified_curve, save_figure
-from lipnb.report import CONV_ORDER, comparison_table, load_results, summary_table
+from lipnb.plots import plot_certified_curve, plot_critic_curve, save_figure
+from lipnb.report import CONV_ORDER, comparison_table, load_results, paper_table4, summary_table, wasserstein_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 TABLE_METRICS = (
     "clean_accuracy", "certified_accuracy", "attacks.pgd", "attacks.fgsm", "attacks.boundary", "attacks.pointwise",
 )
+CRITIC_CONVS = ("bcop", "rko", "ossn")  # Table 4's rows
+CRITIC_ACTIVATIONS = ("maxmin", "relu")
 
 
 def run_notebook(name: str, parameters: dict, runs_dir: Path) -> Path:
@@ -32,7 +35,7 @@ def run_notebook(name: str, parameters: dict, runs_dir: Path) -> Path:
     import papermill  # the `notebooks` extra
 
     runs_dir.mkdir(parents=True, exist_ok=True)
-    tag = "_".join(str(v) for k, v in parameters.items() if k in ("conv", "dataset", "arch"))
+    tag = "_".join(str(v) for k, v in parameters.items() if k in ("conv", "dataset", "arch", "activation"))
     output = runs_dir / f"{name}{'_' + tag if tag else ''}.ipynb"
     print(f"running {name} with {parameters} -> {output}")
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(output), parameters=parameters, cwd=str(ROOT))
@@ -40,9 +43,14 @@ def run_notebook(name: str, parameters: dict, runs_dir: Path) -> Path:
 
 
 def write_tables(results_dir: Path, figures_dir: Path) -> list[Path]:
-    """Table 1 (all metrics) and the comparison with the paper, as Markdown and LaTeX."""
-    results = load_results(results_dir)
-    tables = {"table1": summary_table(results, metrics=TABLE_METRICS), "table1_vs_paper": comparison_table(results)}
+    """Table 1 (all metrics) and Table 4, each also beside the paper's, as Markdown and LaTeX."""
+    tables = {}
+    if robustness := load_results(results_dir, "robustness", allow_none=True):
+        tables["table1"] = summary_table(robustness, metrics=TABLE_METRICS)
+        tables["table1_vs_paper"] = comparison_table(robustness)
+    if wasserstein := load_results(results_dir, "wasserstein", allow_none=True):
+        tables["table4"] = wasserstein_table(wasserstein)
+        tables["table4_paper"] = paper_table4()
     figures_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, table in tables.items():
@@ -56,7 +64,7 @@ def write_tables(results_dir: Path, figures_dir: Path) -> list[Path]:
 def write_certified_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
     """One certified-accuracy-vs-ε figure per (dataset, arch), every conv kind overlaid."""
     groups: dict[tuple[str, str], list[dict]] = {}
-    for run in load_results(results_dir):
+    for run in load_results(results_dir, "robustness", allow_none=True):
         if "certified_curve" in run:
             groups.setdefault((run["config"]["dataset"], run["config"]["arch"]), []).append(run)
     written = []
@@ -70,6 +78,21 @@ def write_certified_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
     return written
 
 
+def write_critic_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
+    """One figure per dataset: every Wasserstein critic's training curve and its estimate band."""
+    groups: dict[str, list[dict]] = {}
+    for run in load_results(results_dir, "wasserstein", allow_none=True):
+        groups.setdefault(run["config"]["dataset"], []).append(run)
+    written = []
+    for dataset, runs in groups.items():
+        figure, ax = plt.subplots(figsize=(6, 4))
+        for run in sorted(runs, key=lambda r: (CONV_ORDER.index(r["config"]["conv"]), r["config"]["activation"])):
+            plot_critic_curve(run, ax)
+        written += save_figure(figure, figures_dir, f"wasserstein_critics_{dataset}")
+        plt.close(figure)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits", help="dataset of the trained figures (default: digits)")
@@ -77,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of each network")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--robustness", action="store_true", help="also run the Table 1 robustness runs")
+    parser.add_argument("--wasserstein", action="store_true", help="also run the Table 4 Wasserstein runs")
+    parser.add_argument("--gan-epochs", type=int, default=20, help="WGAN-GP epochs of the generator (--wasserstein)")
+    parser.add_argument("--critic-steps", type=int, default=500, help="training steps of each critic (--wasserstein)")
     parser.add_argument("--figures-dir", type=Path, default=ROOT / "figures")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "results")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "notebooks")
@@ -88,13 +114,25 @@ def main(argv: list[str] | None = None) -> None:
         for conv in ("bcop", "rko", "ossn", "svcm", "plain"):
             out_dir = results_dir / "robustness" / f"{args.dataset}_small_{conv}_seed0"
             run_notebook("robustness", {**common, "conv": conv, "out_dir": str(out_dir)}, args.runs_dir)
+    if args.wasserstein:
+        for conv in CRITIC_CONVS:
+            for activation in CRITIC_ACTIVATIONS:
+                out_dir = results_dir / "wasserstein" / f"{args.dataset}_{conv}_{activation}_seed0"
+                parameters = {
+                    "dataset": args.dataset, "conv": conv, "activation": activation, "gan_epochs": args.gan_epochs,
+                    "critic_steps": args.critic_steps, "device": args.device, "data_root": args.data_root,
+                    "checkpoint_dir": str(ROOT / "runs" / "wasserstein" / "generators"),
+                    "fig_dir": str(figures_dir / "wasserstein"), "out_dir": str(out_dir),
+                }
+                run_notebook("wasserstein", parameters, args.runs_dir)
     run_notebook(
         "singular_values",
         {**common, "checkpoint_dir": str(results_dir / "robustness"), "fig_dir": str(figures_dir)},
         args.runs_dir,
     )
     if any(results_dir.rglob("results.json")):
-        for path in write_tables(results_dir, figures_dir) + write_certified_curves(results_dir, figures_dir):
+        written = write_tables(results_dir, figures_dir) + write_certified_curves(results_dir, figures_dir)
+        for path in written + write_critic_curves(results_dir, figures_dir):
             print(f"wrote {path}")
 
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lipnb._runs import atomic_torch_save
+from lipnb._runs import atomic_torch_save, error_summary
 from lipnb._validation import require_positive_int
 from lipnb.train import resolve_device
 
@@ -216,7 +216,7 @@ def load_gan_checkpoint(
         recorded_settings = payload["settings"]
     except Exception as error:  # noqa: BLE001 - any failure means the file cannot be used
         raise ValueError(
-            f"cannot read the WGAN-GP checkpoint {path} ({type(error).__name__}: {error}); delete it to retrain"
+            f"cannot read the WGAN-GP checkpoint {path} ({error_summary(error)}); delete it to retrain"
         ) from None
     if recorded_shape != tuple(generator.image_shape):
         raise ValueError(

@@ -104,11 +104,14 @@ def _latex_escape(text: str) -> str:
     return text.replace("±", r"$\pm$").replace(MISSING, "---")
 
 
-def load_results(paths_or_dirs: Iterable[str | Path] | str | Path, experiment: str = "robustness") -> list[dict]:
+def load_results(
+    paths_or_dirs: Iterable[str | Path] | str | Path, experiment: str = "robustness", *, allow_none: bool = False
+) -> list[dict]:
     """Read the runs of ``experiment`` from files and/or directories (searched recursively for ``results.json``).
 
     Runs of other experiments are skipped. Raises ``ValueError`` naming the file for invalid JSON
-    or missing keys (:data:`REQUIRED_KEYS`), and naming the paths searched when nothing is found.
+    or missing keys (:data:`REQUIRED_KEYS`), and naming the paths searched when nothing is found
+    (unless ``allow_none``, which returns an empty list).
     """
     if experiment not in REQUIRED_KEYS:
         raise ValueError(f"unknown experiment {experiment!r}; expected one of {', '.join(map(repr, REQUIRED_KEYS))}")
@@ -124,7 +127,7 @@ def load_results(paths_or_dirs: Iterable[str | Path] | str | Path, experiment: s
         else:
             raise ValueError(f"{root}: no such file or directory")
     runs = [run for file in files if (run := _read_run(file, experiment)) is not None]
-    if not runs:
+    if not runs and not allow_none:
         searched = ", ".join(str(r) for r in roots) or "(nothing)"
         raise ValueError(f"no results.json of a {experiment} run found in {searched}")
     return runs

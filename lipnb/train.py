@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lipnb._runs import atomic_torch_save
+from lipnb._runs import atomic_torch_save, error_summary
 from lipnb.layers import SVCMConv2d
 
 MNIST_MARGIN = 1.5 * math.sqrt(2)  # 2.1213: certifies ε = 1.5 at L = 1
@@ -146,8 +146,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer=None, schedule=None)
         if schedule is not None:
             schedule.load_state_dict(payload["schedule"])
     except Exception as error:  # noqa: BLE001 - any failure means the file cannot be used
-        summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"checkpoint {path} cannot be used ({summary}); delete it to start over, or point to the right file"
+            f"checkpoint {path} cannot be used ({error_summary(error)}); delete it to start over, or point to the "
+            f"right file"
         ) from error
     return {"epoch": payload["epoch"], "step": payload["step"], "history": payload["history"]}

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lipnb._modes import eval_mode
-from lipnb._runs import atomic_torch_save, record_settings, write_json
+from lipnb._runs import atomic_torch_save, error_summary, record_settings, write_json
 from lipnb._validation import require_choice, require_device, require_positive_int
 from lipnb.data import DATASETS, dataset_info, load_dataset
 from lipnb.gan import InfoGANDiscriminator, InfoGANGenerator, WGANSettings, train_wgan_gp
@@ -210,7 +210,7 @@ def _load_critic_checkpoint(path: Path, critic, optimizer, draws: torch.Generato
         torch.set_rng_state(payload["torch_rng"])
     except Exception as error:  # noqa: BLE001 - any failure means the file cannot be used
         raise ValueError(
-            f"cannot resume the critic from {path} ({type(error).__name__}); delete it to start the critic over"
+            f"cannot resume the critic from {path} ({error_summary(error)}); delete it to start the critic over"
         ) from None
     return {"step": payload["step"], "history": payload["history"]}
 

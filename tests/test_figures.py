@@ -1,6 +1,6 @@
 import json
 
-from lipnb.figures import write_certified_curves, write_tables
+from lipnb.figures import write_certified_curves, write_critic_curves, write_tables
 
 
 def test_tables_are_written_from_results(tmp_path):
@@ -20,3 +20,26 @@ def test_tables_are_written_from_results(tmp_path):
     curves = write_certified_curves(tmp_path / "results", tmp_path / "figures")
     assert [p.name for p in curves] == ["certified_accuracy_mnist_small.png", "certified_accuracy_mnist_small.pdf"]
     assert all(p.stat().st_size > 1000 for p in curves)
+
+
+def test_table4_and_critic_curves_are_written_beside_robustness_runs(tmp_path):
+    results = tmp_path / "results"
+    robustness = results / "robustness" / "mnist_small_bcop_seed0"
+    robustness.mkdir(parents=True)
+    (robustness / "results.json").write_text(json.dumps(
+        {"config": {"dataset": "mnist", "arch": "small", "conv": "bcop"}, "eps": 1.58, "clean_accuracy": 0.97,
+         "certified_accuracy": 0.4}))
+    for conv, activation, estimate in (("bcop", "maxmin", 0.81), ("ossn", "relu", 0.62)):
+        run_dir = results / "wasserstein" / f"mnist_{conv}_{activation}_seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps(
+            {"experiment": "wasserstein", "config": {"dataset": "mnist", "conv": conv, "activation": activation},
+             "estimate": estimate, "ci95": [estimate - 0.01, estimate + 0.01], "lipschitz_bound": 1.0,
+             "true_wasserstein": None, "history": [{"step": 50, "gap": 0.5}, {"step": 100, "gap": estimate}]}))
+    written = {p.name for p in write_tables(results, tmp_path / "figures")}
+    assert {"table1.md", "table4.md", "table4.tex", "table4_paper.md"} <= written
+    table4 = (tmp_path / "figures" / "table4.md").read_text()
+    assert "MNIST MaxMin" in table4 and "0.8100" in table4 and "0.6200" in table4
+    assert "9.91" in (tmp_path / "figures" / "table4_paper.md").read_text()  # the paper's STL-10 BCOP
+    curves = write_critic_curves(results, tmp_path / "figures")
+    assert [p.name for p in curves] == ["wasserstein_critics_mnist.png", "wasserstein_critics_mnist.pdf"]
