@@ -59,6 +59,18 @@ def test_bcop_uses_every_projector_pair(k):
     assert (singular_values(layer, (6, 6)) - 1).abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("cin, cout, k", [(3, 6, 3), (6, 3, 2), (4, 4, 5)])
+def test_bcop_orthogonalizers_build_the_same_kernel_after_training(cin, cout, k):
+    """``polar`` (H's polar factor, projectors from the span of R) computes what Björck converges to."""
+    layer = BCOPConv2d(cin, cout, k)
+    train_steps(layer, (cin, 8, 8))
+    paper = BCOPConv2d(cin, cout, k, orthogonalizer="bjorck")
+    paper.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer.compute_weight(), paper.compute_weight(), atol=2e-6, rtol=0)
+    with pytest.raises(ValueError, match="'polar', 'bjorck'"):
+        BCOPConv2d(cin, cout, k, orthogonalizer="qr")
+
+
 def test_strided_bcop_is_orthogonal():
     layer = BCOPConv2d(2, 8, 4, stride=2)
     train_steps(layer, (2, 8, 8))

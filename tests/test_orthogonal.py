@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lipnb.orthogonal import bjorck, symmetric_projector
+from lipnb.orthogonal import bjorck, polar, span_basis, symmetric_projector
 
 
 def polar_factor(matrix: torch.Tensor) -> torch.Tensor:
@@ -76,3 +76,66 @@ def test_symmetric_projector_has_the_requested_rank(n, rank):
 def test_symmetric_projector_rejects_too_many_columns():
     with pytest.raises(ValueError, match="r <= n"):
         symmetric_projector(torch.randn(3, 4))
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (9, 4), (4, 9), (3, 7, 5)])
+def test_polar_is_the_polar_factor_and_bjorcks_limit(shape):
+    matrix = polar_factor(torch.randn(*shape, dtype=torch.float64)) * torch.linspace(
+        0.5, 2.0, shape[-1], dtype=torch.float64
+    )
+    torch.testing.assert_close(polar(matrix), polar_factor(matrix), atol=1e-12, rtol=0)
+    torch.testing.assert_close(polar(matrix), bjorck(matrix, iters=40, tol=0), atol=1e-10, rtol=0)
+
+
+def test_polar_gradient_is_exact_and_matches_bjorcks_at_convergence():
+    matrix = polar_factor(torch.randn(7, 4, dtype=torch.float64)) + 0.2 * torch.randn(7, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(polar, (matrix.clone().requires_grad_(True),))
+    # repeated singular values (an exactly orthogonal input) keep the backward finite
+    assert torch.autograd.gradcheck(polar, (polar_factor(matrix).requires_grad_(True),))
+    upstream = torch.randn(7, 4, dtype=torch.float64)
+    grads = []
+    for orthonormalize in (polar, lambda m: bjorck(m, iters=40, tol=0)):
+        m = matrix.clone().requires_grad_(True)
+        (orthonormalize(m) * upstream).sum().backward()
+        grads.append(m.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-9, rtol=0)
+
+
+def test_polar_keeps_zero_columns_and_finishes_ill_conditioned_input():
+    matrix = torch.randn(8, 3, dtype=torch.float64)
+    result = polar(torch.nn.functional.pad(matrix, (0, 2)))
+    assert torch.all(result[:, 3:] == 0)
+    torch.testing.assert_close(result[:, :3], polar_factor(matrix), atol=1e-12, rtol=0)
+    # float32 with σ from 1 to 1e-3: the eigenvalues lose accuracy, Björck must finish the job
+    q = polar_factor(torch.randn(40, 20))
+    badly = q * torch.logspace(0, -3, 20)
+    result = polar(badly)
+    assert (torch.linalg.svdvals(result) - 1).abs().max() < 1e-5
+
+
+def test_span_basis_spans_the_same_space_with_orthonormal_columns():
+    raw = torch.randn(3, 10, 4, dtype=torch.float64)
+    basis = span_basis(raw)
+    torch.testing.assert_close(basis.mT @ basis, torch.eye(4, dtype=torch.float64).expand(3, 4, 4), atol=1e-12, rtol=0)
+    projector = raw @ torch.linalg.solve(raw.mT @ raw, raw.mT)  # R (RᵀR)⁻¹ Rᵀ
+    torch.testing.assert_close(basis @ basis.mT, projector, atol=1e-12, rtol=0)
+    reference = bjorck(raw, iters=60)
+    torch.testing.assert_close(basis @ basis.mT, reference @ reference.mT, atol=1e-10, rtol=0)
+    assert torch.autograd.gradcheck(lambda r: span_basis(r) @ span_basis(r).mT, (raw[0].clone().requires_grad_(True),))
+
+
+def test_span_basis_stays_orthonormal_for_badly_conditioned_float32():
+    raw = polar_factor(torch.randn(64, 32)) * torch.logspace(0, -2.5, 32)  # cond ≈ 300: one pass loses ~1e-2
+    basis = span_basis(raw)
+    assert (torch.linalg.svdvals(basis) - 1).abs().max() < 1e-5
+    exact = raw.double() @ torch.linalg.solve(raw.double().mT @ raw.double(), raw.double().mT)
+    torch.testing.assert_close((basis @ basis.mT).double(), exact, atol=1e-5, rtol=0)
+
+
+def test_span_basis_falls_back_for_rank_deficient_input_and_rejects_wide():
+    raw = torch.randn(10, 4)
+    raw[:, 3] = raw[:, 0]  # rank 3: Cholesky breaks down
+    basis = span_basis(raw)
+    assert torch.isfinite(basis).all() and (torch.linalg.svdvals(basis) <= 1 + 1e-5).all()
+    with pytest.raises(ValueError, match="tall"):
+        span_basis(torch.randn(3, 5))

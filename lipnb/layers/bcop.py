@@ -6,8 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lipnb._validation import require_choice
 from lipnb.layers.conv import LipschitzConv2d
-from lipnb.orthogonal import bjorck
+from lipnb.orthogonal import bjorck, polar, span_basis
+
+ORTHOGONALIZERS = ("polar", "bjorck")
 
 
 class BCOPConv2d(LipschitzConv2d):
@@ -18,7 +21,8 @@ class BCOPConv2d(LipschitzConv2d):
     the operator is an isometry for ``in < out``, a co-isometry for ``in > out`` and orthogonal
     for ``in = out``. In symbol form (□ is a product of polynomials, Sec. 3.2) each 1-D factor is
     ``P + (I − P) z``. Only ``H`` (n × min(in, out)) and the projector bases ``R`` (n × ⌊n/2⌋,
-    ``P = R Rᵀ``) are orthonormalized, all in one batched Björck call.
+    ``P = R Rᵀ``) are orthonormalized; ``orthogonalizer`` picks how (see :meth:`_orthonormalize`),
+    both giving the same kernel to float precision.
     """
 
     def __init__(
@@ -31,8 +35,10 @@ class BCOPConv2d(LipschitzConv2d):
         *,
         bjorck_iters: int = 20,
         bjorck_tol: float | None = None,
+        orthogonalizer: str = "polar",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, bias)
+        self.orthogonalizer = require_choice("orthogonalizer", orthogonalizer, ORTHOGONALIZERS)
         self.bjorck_iters = bjorck_iters
         self.bjorck_tol = bjorck_tol
         n = max(self.conv_in_channels, out_channels)
@@ -53,8 +59,16 @@ class BCOPConv2d(LipschitzConv2d):
         return kernel.contiguous()
 
     def _orthonormalize(self) -> tuple[Tensor, Tensor]:
-        """Björck on H and every R at once, zero-padding them to a common width."""
+        """Semi-orthogonal ``H`` and an orthonormal basis of each ``R``: exact limits of Algorithm 1's Björck.
+
+        ``"polar"`` takes ``H``'s polar factor (what Björck converges to) and, since a projector
+        depends only on the span of ``R``, a Cholesky-QR basis of each ``R`` (the same ``P = R Rᵀ``
+        as Björck's, for far fewer operations). ``"bjorck"`` runs one batched Björck call on ``H``
+        and every ``R``, zero-padded to a common width, as the paper does.
+        """
         h, bases = self.orthogonal, self.projector_bases
+        if self.orthogonalizer == "polar":
+            return polar(h), span_basis(bases)
         width = max(h.shape[-1], bases.shape[-1])
         stack = torch.cat([F.pad(h, (0, width - h.shape[-1]))[None], F.pad(bases, (0, width - bases.shape[-1]))])
         stack = bjorck(stack, iters=self.bjorck_iters, tol=self.bjorck_tol)
@@ -64,9 +78,11 @@ class BCOPConv2d(LipschitzConv2d):
 def _times_projector_factor(kernel: Tensor, basis: Tensor, vertical: bool) -> Tensor:
     """Multiply a symbol on the left by ``P + (I − P) z``, ``P = R Rᵀ``, along the rows or columns.
 
-    New tap ``t`` is ``P x[t] + (I − P) x[t−1] = x[t−1] + R Rᵀ (x[t] − x[t−1])``.
+    New tap ``t`` is ``P x[t] + (I − P) x[t−1]``: the projected taps shifted by nothing, the rest by one.
     """
-    previous = F.pad(kernel, (0, 0, 1, 0) if vertical else (1, 0))
-    current = F.pad(kernel, (0, 0, 0, 1) if vertical else (0, 1))
-    step = current - previous
-    return previous + (basis @ (basis.mT @ step.flatten(1))).view_as(step)
+    dim = 2 if vertical else 3
+    projected = (basis @ (basis.mT @ kernel.flatten(1))).view_as(kernel)
+    rest = kernel - projected
+    if kernel.shape[dim] == 1:  # the first factor in each direction: a plain concatenation
+        return torch.cat([projected, rest], dim)
+    return F.pad(projected, (0, 0, 0, 1) if vertical else (0, 1)) + F.pad(rest, (0, 0, 1, 0) if vertical else (1, 0))
