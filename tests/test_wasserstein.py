@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from conftest import dense_singular_values
 from lipnb import lipschitz_bound
@@ -200,3 +201,14 @@ def test_dataset_runs_share_one_frozen_generator_and_tabulate_like_table4(tmp_pa
     assert "digits ReLU" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no results.json of a robustness run"):
         load_results(tmp_path / "runs")
+
+
+def test_cifar_shaped_run_with_upsampling_divides_by_the_doubled_bound(tmp_path):
+    """The reference's CIFAR-10 critic upsampled 32 → 64 and was 2-Lipschitz: the estimate must divide by 2."""
+    images = torch.rand(128, 3, 32, 32)
+    data = (TensorDataset(images, torch.zeros(128)), TensorDataset(torch.rand(64, 3, 32, 32), torch.zeros(64)))
+    config = WassersteinConfig(dataset="cifar10", conv="bcop", gan_epochs=1, critic_steps=5, width=4, upsample=2,
+                               pairs=256, device="cpu", checkpoint_dir=str(tmp_path / "g"), out_dir=str(tmp_path / "r"))
+    results = run_wasserstein(config, data, progress=False)
+    assert results["lipschitz_bound"] == pytest.approx(2.0, rel=1e-5)
+    assert results["estimate"] == pytest.approx(results["critic_gap"] / results["lipschitz_bound"])
