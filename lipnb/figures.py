@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                 parameters = {
                     "dataset": args.dataset, "conv": conv, "activation": activation, "gan_epochs": args.gan_epochs,
                     "critic_steps": args.critic_steps, "device": args.device, "data_root": args.data_root,
-                    "checkpoint_dir": str(ROOT / "runs" / "wasserstein" / "generators"),
-                    "fig_dir": str(figures_dir / "wasserstein"), "out_dir": str(out_dir),
+                    "checkpoint_dir": str(ROOT / "runs" / "wasserstein" / "generators"), "out_dir": str(out_dir),
                 }
                 run_notebook("wasserstein", parameters, args.runs_dir)
     run_notebook(

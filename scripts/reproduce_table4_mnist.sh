@@ -19,7 +19,7 @@ for dataset in "${datasets[@]}"; do
       papermill notebooks/wasserstein.ipynb "runs/wasserstein_${dataset}_${conv}_${activation}.ipynb" \
         -p dataset "$dataset" -p conv "$conv" -p activation "$activation" -p gan_epochs "$gan_epochs" \
         -p critic_steps "$critic_steps" -p device "$device" -p data_root "$data_root" \
-        -p checkpoint_dir runs/wasserstein/generators -p fig_dir figures/wasserstein \
+        -p checkpoint_dir runs/wasserstein/generators \
         -p out_dir "results/wasserstein/${dataset}_${conv}_${activation}_seed0"
     done
   done
