@@ -25,6 +25,8 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 
 #: Row order of the conv column; convs not listed here follow, alphabetically.
 CONV_ORDER = ("bcop", "rko", "ossn", "svcm", "plain")
+#: Column order of the datasets in :func:`wasserstein_table` (the paper's first, the known answer last).
+DATASET_ORDER = ("stl10", "cifar10", "mnist", "fashion-mnist", "digits", "gaussian-shift")
 
 LABELS = {
     "dataset": "Dataset",
@@ -43,6 +45,7 @@ LABELS = {
     "fashion-mnist": "Fashion-MNIST",
     "cifar10": "CIFAR-10",
     "stl10": "STL-10",
+    "gaussian-shift": "Gaussian shift",
 }
 
 MISSING = "—"
@@ -266,7 +269,12 @@ def wasserstein_table(results: Iterable[Mapping], metric: str = "estimate") -> T
         config = run["config"]
         cells.setdefault((config["conv"], config["dataset"], config["activation"]), []).append(run)
     convs = sorted({key[0] for key in cells}, key=lambda c: _sort_value("conv", c))
-    columns = sorted({key[1:] for key in cells}, key=lambda k: (str(k[0]), k[1] != "maxmin", str(k[1])))
+    def column_order(key: tuple) -> tuple:
+        dataset, activation = key
+        known = DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER)
+        return (known, str(dataset), activation != "maxmin", str(activation))
+
+    columns = sorted({key[1:] for key in cells}, key=column_order)
     header = ["Conv"] + [f"{LABELS.get(d, d)} {LABELS.get(a, a)}" for d, a in columns]
     rows = [
         [conv] + [_mean_std(cells[(conv, *column)], metric, percent=False) if (conv, *column) in cells else None
