@@ -103,12 +103,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wasserstein", action="store_true", help="also run the Table 4 Wasserstein runs")
     parser.add_argument("--gan-epochs", type=int, default=20, help="WGAN-GP epochs of the generator (--wasserstein)")
     parser.add_argument("--critic-steps", type=int, default=500, help="training steps of each critic (--wasserstein)")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="only rewrite the tables and curves from the results.json files (run no notebook)")
     parser.add_argument("--figures-dir", type=Path, default=ROOT / "figures")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "results")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "notebooks")
     args = parser.parse_args(argv)
     figures_dir, results_dir = args.figures_dir.resolve(), args.results_dir.resolve()
     common = {"dataset": args.dataset, "epochs": args.epochs, "device": args.device, "data_root": args.data_root}
+    if not args.tables_only:
+        run_notebooks(args, common, figures_dir, results_dir)
+    if any(results_dir.rglob("results.json")):
+        written = write_tables(results_dir, figures_dir) + write_certified_curves(results_dir, figures_dir)
+        for path in written + write_critic_curves(results_dir, figures_dir):
+            print(f"wrote {path}")
+
+
+def run_notebooks(args: argparse.Namespace, common: dict, figures_dir: Path, results_dir: Path) -> None:
+    """Figure 1, the optional Table 1 and Table 4 runs, then Figure 2."""
     run_notebook("projector_topology", {"fig_dir": str(figures_dir)}, args.runs_dir)
     if args.robustness:
         for conv in ("bcop", "rko", "ossn", "svcm", "plain"):
@@ -129,10 +141,6 @@ def main(argv: list[str] | None = None) -> None:
         {**common, "checkpoint_dir": str(results_dir / "robustness"), "fig_dir": str(figures_dir)},
         args.runs_dir,
     )
-    if any(results_dir.rglob("results.json")):
-        written = write_tables(results_dir, figures_dir) + write_certified_curves(results_dir, figures_dir)
-        for path in written + write_critic_curves(results_dir, figures_dir):
-            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

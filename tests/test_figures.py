@@ -1,6 +1,6 @@
 import json
 
-from lipnb.figures import write_certified_curves, write_critic_curves, write_tables
+from lipnb.figures import main, write_certified_curves, write_critic_curves, write_tables
 
 
 def test_tables_are_written_from_results(tmp_path):
@@ -43,3 +43,5 @@ def test_table4_and_critic_curves_are_written_beside_robustness_runs(tmp_path):
     assert "9.91" in (tmp_path / "figures" / "table4_paper.md").read_text()  # the paper's STL-10 BCOP
     curves = write_critic_curves(results, tmp_path / "figures")
     assert [p.name for p in curves] == ["wasserstein_critics_mnist.png", "wasserstein_critics_mnist.pdf"]
+    main(["--tables-only", "--results-dir", str(results), "--figures-dir", str(tmp_path / "again")])  # no notebook
+    assert {p.name for p in (tmp_path / "again").iterdir()} == written | {p.name for p in curves}
