@@ -78,6 +78,13 @@ def _squared_scale(gram: Tensor, scaling: Scaling) -> Tensor:
     return scale2.clamp_min(torch.finfo(gram.dtype).tiny)[..., None, None]
 
 
+def _orthonormality_error(q: Tensor) -> float:
+    """The largest ``‖QᵀQ − I‖_F`` over a stack of tall matrices (NaN if any entry is)."""
+    flat = q.reshape(-1, *q.shape[-2:])
+    identity = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+    return float(torch.linalg.matrix_norm(torch.baddbmm(identity, flat.mT, flat, beta=-1)).max())
+
+
 def _gram_deviation(gram: Tensor) -> Tensor:
     """‖WᵀW − I‖_F per matrix, zero columns counting as converged."""
     diagonal = gram.diagonal(dim1=-2, dim2=-1)
@@ -90,9 +97,9 @@ def polar(weight: Tensor, tol: float | None = None) -> Tensor:
 
     The limit of :func:`bjorck`, computed from one eigendecomposition ``WᵀW = V Λ Vᵀ`` (in float64
     for lower precisions) with a closed-form backward: no iterations to differentiate through.
-    Like :func:`bjorck`, wide matrices get orthonormal rows and zero columns stay zero. A result
-    with ``‖QᵀQ − I‖_F > tol`` (default ``64·eps``; a badly conditioned input) is finished by
-    :func:`bjorck`, which converges fast from there.
+    Like :func:`bjorck`, wide matrices get orthonormal rows. A result with ``‖QᵀQ − I‖_F > tol``
+    (default ``64·eps``: a badly conditioned input) is finished by :func:`bjorck`, which converges
+    fast from there; a rank-deficient one (zero columns included) is left to :func:`bjorck` entirely.
     """
     if weight.numel() == 0:
         return weight
@@ -101,13 +108,13 @@ def polar(weight: Tensor, tol: float | None = None) -> Tensor:
     wide = weight.shape[-2] < weight.shape[-1]
     w = weight.mT if wide else weight
     q = _PolarFactor.apply(w)
-    if not float(_gram_deviation(q.detach().mT @ q.detach()).max()) <= tol:  # also catches NaN
+    if not _orthonormality_error(q.detach()) <= tol:  # also catches NaN
         q = bjorck(w if q.isnan().any() else q)
     return q.mT if wide else q
 
 
 class _PolarFactor(torch.autograd.Function):
-    """``Q = W S⁻¹`` with ``S = (WᵀW)^{1/2}`` for tall ``W``; zero columns map to zero columns.
+    """``Q = W S⁻¹`` with ``S = (WᵀW)^{1/2}`` for tall ``W`` of full rank.
 
     Backward: from ``dQ = (dW − Q dS) S⁻¹`` and ``S dS + dS S = dWᵀW + WᵀdW``, in the eigenbasis
     ``V`` of ``S`` (eigenvalues ``s``): ``∇W = G S⁻¹ − 2 W V K Vᵀ`` with
@@ -116,11 +123,8 @@ class _PolarFactor(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w: Tensor) -> Tensor:
-        gram = (w.mT @ w).to(torch.promote_types(w.dtype, torch.float64))
-        zero_columns = gram.diagonal(dim1=-2, dim2=-1) == 0
-        gram = gram + torch.diag_embed(zero_columns.to(gram.dtype))  # an identity block keeps S invertible
-        eigenvalues, basis = torch.linalg.eigh(gram)
-        roots = eigenvalues.clamp_min(torch.finfo(gram.dtype).tiny).sqrt()
+        eigenvalues, basis = torch.linalg.eigh((w.mT @ w).to(torch.promote_types(w.dtype, torch.float64)))
+        roots = eigenvalues.sqrt()
         inverse_root = ((basis / roots.unsqueeze(-2)) @ basis.mT).to(w.dtype)
         q = w @ inverse_root
         ctx.save_for_backward(w, q, basis.to(w.dtype), roots.to(w.dtype), inverse_root)
@@ -135,32 +139,58 @@ class _PolarFactor(torch.autograd.Function):
         return grad_s - 2 * (w @ basis) @ k @ basis.mT
 
 
-def span_basis(weight: Tensor, tol: float | None = None) -> Tensor:
-    """An orthonormal basis ``Q`` of the column space of each tall ``(..., m, n)`` matrix; differentiable.
+def orthogonal_projector(weight: Tensor, tol: float | None = None) -> Tensor:
+    """``P = W (WᵀW)⁻¹ Wᵀ``, the orthogonal projector onto the column space of each tall ``(..., m, r)`` ``W``.
 
-    Cholesky QR: ``Q = W L⁻ᵀ`` with ``L Lᵀ = WᵀW``. ``Q`` differs from the polar factor, but spans
-    the same space, so the projector ``Q Qᵀ = W (WᵀW)⁻¹ Wᵀ`` equals the one built from
-    :func:`bjorck`'s or :func:`polar`'s basis, at a fraction of the cost. While ‖QᵀQ − I‖_F >
-    ``tol`` (default ``64·eps``; a badly conditioned ``W``), a second Cholesky QR pass and then
-    :func:`bjorck` finish the job.
+    ``P = Q Qᵀ`` for every orthonormal basis ``Q`` of that space, so this is the projector BCOP's
+    Algorithm 1 builds from the Björck-orthonormalized ``W``, computed instead from a Cholesky QR
+    basis (a second pass while ‖QᵀQ − I‖_F > ``tol``, default ``64·eps``; :func:`bjorck` if that is
+    not enough) with a closed-form backward: ``∇W = 2 (I − P) sym(∇P) W (WᵀW)⁻¹``.
     """
     if weight.shape[-2] < weight.shape[-1]:
-        raise ValueError(f"span_basis: weight must be tall (..., m, n) with n <= m; got {tuple(weight.shape)}")
+        raise ValueError(f"orthogonal_projector: weight must be tall (..., m, r) with r <= m; got {tuple(weight.shape)}")
     if weight.numel() == 0:
-        return weight
+        return weight @ weight.mT
     if tol is None:
         tol = 64 * torch.finfo(weight.dtype).eps
-    q = _cholesky_qr(weight)
-    for finish in (_cholesky_qr, lambda _: bjorck(weight, scaling="frobenius")):
-        if float(_gram_deviation(q.detach().mT @ q.detach()).max()) <= tol:  # False for NaN (rank deficient)
-            break
-        q = finish(q)  # CholeskyQR2 repairs the loss of orthogonality ∝ cond(W)²; Björck the rest
-    return q
+    with torch.no_grad():
+        basis, factor = _cholesky_qr(weight)
+        for cholesky_pass in (1, 2):
+            converged = _orthonormality_error(basis) <= tol  # False for NaN (rank deficient)
+            if converged or cholesky_pass == 2:
+                break
+            basis, second = _cholesky_qr(basis)  # CholeskyQR2: repairs the loss of orthogonality ∝ cond(W)²
+            factor = second @ factor
+    if converged:
+        return _OrthogonalProjector.apply(weight, basis, factor)
+    basis = bjorck(weight, scaling="frobenius")
+    return basis @ basis.mT
 
 
-def _cholesky_qr(weight: Tensor) -> Tensor:
+def _cholesky_qr(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``(Q, L)`` with ``W = Q Lᵀ``, ``L`` the lower Cholesky factor of ``WᵀW``."""
     factor, _ = torch.linalg.cholesky_ex(weight.mT @ weight)
-    return torch.linalg.solve_triangular(factor, weight.mT, upper=False).mT
+    return torch.linalg.solve_triangular(factor, weight.mT, upper=False).mT, factor
+
+
+class _OrthogonalProjector(torch.autograd.Function):
+    """``P = Q Qᵀ`` from a precomputed basis ``Q = W L⁻ᵀ``; the gradient flows to ``W`` only.
+
+    ``dP = (I − P) dW W⁺ + (…)ᵀ`` with ``W⁺ᵀ = W (WᵀW)⁻¹ = Q L⁻¹``, so
+    ``∇W = 2 (S Q − Q (Qᵀ S Q)) L⁻¹`` with ``S = sym(∇P)``.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, basis: Tensor, factor: Tensor) -> Tensor:
+        ctx.save_for_backward(basis, factor)
+        return basis @ basis.mT
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        basis, factor = ctx.saved_tensors
+        pulled = (grad + grad.mT) @ basis  # 2 S Q
+        pulled = pulled - basis @ (basis.mT @ pulled)
+        return torch.linalg.solve_triangular(factor, pulled, upper=False, left=False), None, None
 
 
 def symmetric_projector(raw: Tensor, **bjorck_kwargs) -> Tensor:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lipnb.orthogonal import bjorck, polar, span_basis, symmetric_projector
+from lipnb.orthogonal import bjorck, orthogonal_projector, polar, symmetric_projector
 
 
 def polar_factor(matrix: torch.Tensor) -> torch.Tensor:
@@ -113,29 +113,40 @@ def test_polar_keeps_zero_columns_and_finishes_ill_conditioned_input():
     assert (torch.linalg.svdvals(result) - 1).abs().max() < 1e-5
 
 
-def test_span_basis_spans_the_same_space_with_orthonormal_columns():
+def exact_projector(raw: torch.Tensor) -> torch.Tensor:
+    raw = raw.double()
+    return raw @ torch.linalg.solve(raw.mT @ raw, raw.mT)  # R (RᵀR)⁻¹ Rᵀ
+
+
+def test_orthogonal_projector_is_the_projector_of_bjorcks_basis():
     raw = torch.randn(3, 10, 4, dtype=torch.float64)
-    basis = span_basis(raw)
-    torch.testing.assert_close(basis.mT @ basis, torch.eye(4, dtype=torch.float64).expand(3, 4, 4), atol=1e-12, rtol=0)
-    projector = raw @ torch.linalg.solve(raw.mT @ raw, raw.mT)  # R (RᵀR)⁻¹ Rᵀ
-    torch.testing.assert_close(basis @ basis.mT, projector, atol=1e-12, rtol=0)
+    projector = orthogonal_projector(raw)
+    torch.testing.assert_close(projector, exact_projector(raw), atol=1e-12, rtol=0)
     reference = bjorck(raw, iters=60)
-    torch.testing.assert_close(basis @ basis.mT, reference @ reference.mT, atol=1e-10, rtol=0)
-    assert torch.autograd.gradcheck(lambda r: span_basis(r) @ span_basis(r).mT, (raw[0].clone().requires_grad_(True),))
+    torch.testing.assert_close(projector, reference @ reference.mT, atol=1e-10, rtol=0)
+    assert torch.autograd.gradcheck(orthogonal_projector, (raw.clone().requires_grad_(True),))
+    # the closed-form backward agrees with differentiating through Björck's basis
+    upstream = torch.randn(3, 10, 10, dtype=torch.float64)
+    grads = []
+    for project in (orthogonal_projector, lambda r: bjorck(r, iters=60, tol=0) @ bjorck(r, iters=60, tol=0).mT):
+        r = raw.clone().requires_grad_(True)
+        (project(r) * upstream).sum().backward()
+        grads.append(r.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-9, rtol=0)
 
 
-def test_span_basis_stays_orthonormal_for_badly_conditioned_float32():
+def test_orthogonal_projector_stays_exact_for_badly_conditioned_float32():
     raw = polar_factor(torch.randn(64, 32)) * torch.logspace(0, -2.5, 32)  # cond ≈ 300: one pass loses ~1e-2
-    basis = span_basis(raw)
-    assert (torch.linalg.svdvals(basis) - 1).abs().max() < 1e-5
-    exact = raw.double() @ torch.linalg.solve(raw.double().mT @ raw.double(), raw.double().mT)
-    torch.testing.assert_close((basis @ basis.mT).double(), exact, atol=1e-5, rtol=0)
+    projector = orthogonal_projector(raw)
+    torch.testing.assert_close(projector.double(), exact_projector(raw), atol=1e-5, rtol=0)
+    assert (torch.linalg.eigvalsh(projector.double()) - torch.tensor([0.0] * 32 + [1.0] * 32).double()).abs().max() < 1e-5
 
 
-def test_span_basis_falls_back_for_rank_deficient_input_and_rejects_wide():
+def test_orthogonal_projector_falls_back_for_rank_deficient_input_and_rejects_wide():
     raw = torch.randn(10, 4)
     raw[:, 3] = raw[:, 0]  # rank 3: Cholesky breaks down
-    basis = span_basis(raw)
-    assert torch.isfinite(basis).all() and (torch.linalg.svdvals(basis) <= 1 + 1e-5).all()
+    projector = orthogonal_projector(raw)
+    assert torch.isfinite(projector).all() and (torch.linalg.eigvalsh(projector) <= 1 + 1e-5).all()
+    assert orthogonal_projector(torch.randn(2, 1, 0)).shape == (2, 1, 1)  # rank 0: P = 0
     with pytest.raises(ValueError, match="tall"):
-        span_basis(torch.randn(3, 5))
+        orthogonal_projector(torch.randn(3, 5))

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from lipnb._validation import require_choice
 from lipnb.layers.conv import LipschitzConv2d
-from lipnb.orthogonal import bjorck, polar, span_basis
+from lipnb.orthogonal import bjorck, orthogonal_projector, polar
 
 ORTHOGONALIZERS = ("polar", "bjorck")
 
@@ -21,7 +21,7 @@ class BCOPConv2d(LipschitzConv2d):
     the operator is an isometry for ``in < out``, a co-isometry for ``in > out`` and orthogonal
     for ``in = out``. In symbol form (□ is a product of polynomials, Sec. 3.2) each 1-D factor is
     ``P + (I − P) z``. Only ``H`` (n × min(in, out)) and the projector bases ``R`` (n × ⌊n/2⌋,
-    ``P = R Rᵀ``) are orthonormalized; ``orthogonalizer`` picks how (see :meth:`_orthonormalize`),
+    ``P = R Rᵀ``) are orthonormalized; ``orthogonalizer`` picks how (see :meth:`_orthogonal_factors`),
     both giving the same kernel to float precision.
     """
 
@@ -50,39 +50,41 @@ class BCOPConv2d(LipschitzConv2d):
         self.projector_bases = nn.Parameter(projectors)
 
     def compute_weight(self) -> Tensor:
-        h, bases = self._orthonormalize()
-        kernel = h[:, :, None, None]  # symbol coefficients, (n, narrow, rows, cols)
-        for index, basis in enumerate(bases):
-            kernel = _times_projector_factor(kernel, basis, vertical=index % 2 == 0)
+        h, projectors = self._orthogonal_factors()
+        kernel = h[:, None, None, :]  # symbol coefficients laid out (n, rows, cols, narrow) while they grow
+        for index, projector in enumerate(projectors):
+            kernel = _times_projector_factor(kernel, projector, vertical=index % 2 == 0)
         if self.conv_in_channels > self.out_channels:
-            kernel = kernel.transpose(0, 1)  # the transposed symbol: a co-isometry
-        return kernel.contiguous()
+            return kernel.permute(3, 0, 1, 2).contiguous()  # the transposed symbol: a co-isometry
+        return kernel.permute(0, 3, 1, 2).contiguous()
 
-    def _orthonormalize(self) -> tuple[Tensor, Tensor]:
-        """Semi-orthogonal ``H`` and an orthonormal basis of each ``R``: exact limits of Algorithm 1's Björck.
+    def _orthogonal_factors(self) -> tuple[Tensor, Tensor]:
+        """The semi-orthogonal ``H`` and the projectors ``P = R Rᵀ`` of Algorithm 1, ``R`` orthonormalized.
 
-        ``"polar"`` takes ``H``'s polar factor (what Björck converges to) and, since a projector
-        depends only on the span of ``R``, a Cholesky-QR basis of each ``R`` (the same ``P = R Rᵀ``
-        as Björck's, for far fewer operations). ``"bjorck"`` runs one batched Björck call on ``H``
-        and every ``R``, zero-padded to a common width, as the paper does.
+        ``"polar"`` computes the exact limits of the Björck iteration: ``H``'s polar factor, and each
+        projector as ``R (RᵀR)⁻¹ Rᵀ`` (it depends only on the span of ``R``), both with closed-form
+        backwards. ``"bjorck"`` runs one batched Björck call on ``H`` and every ``R``, zero-padded to a
+        common width, as the paper does.
         """
         h, bases = self.orthogonal, self.projector_bases
         if self.orthogonalizer == "polar":
-            return polar(h), span_basis(bases)
+            return polar(h), orthogonal_projector(bases)
         width = max(h.shape[-1], bases.shape[-1])
         stack = torch.cat([F.pad(h, (0, width - h.shape[-1]))[None], F.pad(bases, (0, width - bases.shape[-1]))])
         stack = bjorck(stack, iters=self.bjorck_iters, tol=self.bjorck_tol)
-        return stack[0, :, : h.shape[-1]], stack[1:, :, : bases.shape[-1]]
+        bases = stack[1:, :, : bases.shape[-1]]
+        return stack[0, :, : h.shape[-1]], bases @ bases.mT
 
 
-def _times_projector_factor(kernel: Tensor, basis: Tensor, vertical: bool) -> Tensor:
-    """Multiply a symbol on the left by ``P + (I − P) z``, ``P = R Rᵀ``, along the rows or columns.
+def _times_projector_factor(kernel: Tensor, projector: Tensor, vertical: bool) -> Tensor:
+    """Multiply a symbol ``(n, rows, cols, narrow)`` on the left by ``P + (I − P) z`` along the rows or columns.
 
     New tap ``t`` is ``P x[t] + (I − P) x[t−1]``: the projected taps shifted by nothing, the rest by one.
     """
-    dim = 2 if vertical else 3
-    projected = (basis @ (basis.mT @ kernel.flatten(1))).view_as(kernel)
+    dim = 1 if vertical else 2
+    projected = (projector @ kernel.flatten(1)).view_as(kernel)
     rest = kernel - projected
     if kernel.shape[dim] == 1:  # the first factor in each direction: a plain concatenation
         return torch.cat([projected, rest], dim)
-    return F.pad(projected, (0, 0, 0, 1) if vertical else (0, 1)) + F.pad(rest, (0, 0, 1, 0) if vertical else (1, 0))
+    after, before = ((0, 0, 0, 0, 0, 1), (0, 0, 0, 0, 1, 0)) if vertical else ((0, 0, 0, 1), (0, 0, 1, 0))
+    return F.pad(projected, after) + F.pad(rest, before)
