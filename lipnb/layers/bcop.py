@@ -54,9 +54,9 @@ class BCOPConv2d(LipschitzConv2d):
         kernel = h[:, None, None, :]  # symbol coefficients laid out (n, rows, cols, narrow) while they grow
         for index, projector in enumerate(projectors):
             kernel = _times_projector_factor(kernel, projector, vertical=index % 2 == 0)
-        if self.conv_in_channels > self.out_channels:
-            return kernel.permute(3, 0, 1, 2).contiguous()  # the transposed symbol: a co-isometry
-        return kernel.permute(0, 3, 1, 2).contiguous()
+        # the transposed symbol is a co-isometry; clone gives standard strides even with a size-1 dim
+        order = (3, 0, 1, 2) if self.conv_in_channels > self.out_channels else (0, 3, 1, 2)
+        return kernel.permute(order).clone(memory_format=torch.contiguous_format)
 
     def _orthogonal_factors(self) -> tuple[Tensor, Tensor]:
         """The semi-orthogonal ``H`` and the projectors ``P = R Rᵀ`` of Algorithm 1, ``R`` orthonormalized.
