@@ -88,6 +88,7 @@ def write_critic_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
         figure, ax = plt.subplots(figsize=(6, 4))
         for run in sorted(runs, key=lambda r: (CONV_ORDER.index(r["config"]["conv"]), r["config"]["activation"])):
             plot_critic_curve(run, ax)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
         written += save_figure(figure, figures_dir, f"wasserstein_critics_{dataset}")
         plt.close(figure)
     return written
