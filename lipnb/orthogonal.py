@@ -198,6 +198,7 @@ def symmetric_projector(raw: Tensor, **bjorck_kwargs) -> Tensor:
 
     ``R`` is the Björck-orthonormalized ``raw``; with ``r = ⌊n/2⌋`` this is the BCOP paper's
     parameterization of rank-⌊n/2⌋ projectors (Sec. 3, Algorithm 1).
+    :func:`orthogonal_projector` computes the same ``P`` exactly, without iterating.
     """
     if raw.shape[-1] > raw.shape[-2]:
         raise ValueError(f"symmetric_projector: raw must be (..., n, r) with r <= n; got {tuple(raw.shape)}")

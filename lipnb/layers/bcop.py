@@ -22,7 +22,8 @@ class BCOPConv2d(LipschitzConv2d):
     for ``in = out``. In symbol form (□ is a product of polynomials, Sec. 3.2) each 1-D factor is
     ``P + (I − P) z``. Only ``H`` (n × min(in, out)) and the projector bases ``R`` (n × ⌊n/2⌋,
     ``P = R Rᵀ``) are orthonormalized; ``orthogonalizer`` picks how (see :meth:`_orthogonal_factors`),
-    both giving the same kernel to float precision.
+    both giving the same kernel to float precision. ``bjorck_iters`` and ``bjorck_tol`` configure
+    ``orthogonalizer="bjorck"``.
     """
 
     def __init__(
