@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lipnb._runs import atomic_torch_save, error_summary
 from lipnb._validation import require_positive_int
-from lipnb.train import resolve_device
+from lipnb.train import epoch_loader, resolve_device
 
 LATENT_DIM = 62
 
@@ -142,9 +142,7 @@ def train_wgan_gp(
             )
     for epoch in range(state["epoch"], epochs):
         start = time.perf_counter()
-        torch.manual_seed(seed * 1_000_003 + epoch)
-        order = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, drop_last=True, generator=order)
+        loader = epoch_loader(train_set, settings.batch_size, seed, epoch, drop_last=True)
         generator.train()
         discriminator.train()
         totals = {"critic_gap": 0.0, "penalty": 0.0}
@@ -225,7 +223,7 @@ def load_gan_checkpoint(
         )
     if settings is not None:
         wanted = asdict(settings)
-        differing = [key for key in wanted if _as_tuple(recorded_settings.get(key)) != _as_tuple(wanted[key])]
+        differing = [key for key in wanted if recorded_settings.get(key) != wanted[key]]
         if differing:
             raise ValueError(
                 f"{path} was trained with different {', '.join(differing)}; delete it or choose another "
@@ -237,6 +235,3 @@ def load_gan_checkpoint(
             module.load_state_dict(payload[key])
     return {"epoch": payload["epoch"], "history": payload["history"]}
 
-
-def _as_tuple(value: object) -> object:
-    return tuple(value) if isinstance(value, list) else value

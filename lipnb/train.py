@@ -83,9 +83,7 @@ def train(
         state = load_checkpoint(path, model, optimizer, schedule)
     for epoch in range(state["epoch"], epochs):
         start = time.perf_counter()
-        torch.manual_seed(_epoch_seed(seed, epoch))
-        order = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=order)
+        loader = epoch_loader(train_set, batch_size, seed, epoch)
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
@@ -119,8 +117,16 @@ def train(
     return state["history"]
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
+def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, drop_last: bool = False) -> DataLoader:
+    """A shuffled loader for one epoch, with torch's generator and the order both seeded from ``(seed, epoch)``.
+
+    This makes an epoch independent of the ones before it, so a run resumed at an epoch boundary
+    continues exactly as an uninterrupted one.
+    """
+    epoch_seed = seed * 1_000_003 + epoch
+    torch.manual_seed(epoch_seed)
+    order = torch.Generator().manual_seed(epoch_seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=order)
 
 
 def save_checkpoint(
