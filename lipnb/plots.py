@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from torchvision.utils import make_grid
 
 
 def plot_certified_curve(results: dict, ax: Axes | None = None) -> Axes:
@@ -83,14 +84,7 @@ def plot_image_grid(images: torch.Tensor, columns: int = 8, ax: Axes | None = No
     """Images ``(N, C, H, W)`` in [0, 1] tiled into a grid (grayscale for one channel)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(columns * 0.6, (len(images) + columns - 1) // columns * 0.6))
-    n, channels, height, width = images.shape
-    rows = (n + columns - 1) // columns
-    grid = torch.ones(channels, rows * (height + 1) + 1, columns * (width + 1) + 1)
-    for index, image in enumerate(images):
-        row, column = divmod(index, columns)
-        top, left = 1 + row * (height + 1), 1 + column * (width + 1)
-        grid[:, top : top + height, left : left + width] = image
-    picture = grid.permute(1, 2, 0).squeeze(-1).clamp(0, 1).cpu().numpy()
-    ax.imshow(picture, cmap="gray" if channels == 1 else None, vmin=0, vmax=1)
+    grid = make_grid(images.cpu(), nrow=columns, padding=1, pad_value=1.0)  # always 3 channels
+    ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), vmin=0, vmax=1)
     ax.axis("off")
     return ax
