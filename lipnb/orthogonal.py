@@ -80,9 +80,7 @@ def _squared_scale(gram: Tensor, scaling: Scaling) -> Tensor:
 
 def _orthonormality_error(q: Tensor) -> float:
     """The largest ``‖QᵀQ − I‖_F`` over a stack of tall matrices (NaN if any entry is)."""
-    flat = q.reshape(-1, *q.shape[-2:])
-    identity = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
-    return float(torch.linalg.matrix_norm(torch.baddbmm(identity, flat.mT, flat, beta=-1)).max())
+    return float(_gram_deviation(q.mT @ q).max())
 
 
 def _gram_deviation(gram: Tensor) -> Tensor:
