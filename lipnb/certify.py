@@ -11,8 +11,10 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from lipnb.data import iterate_batches
 
 
 def margins(logits: Tensor, labels: Tensor) -> Tensor:
@@ -40,7 +42,7 @@ def predict(
     """Logits and labels of the whole ``dataset`` (eval mode), on the CPU."""
     model.eval()
     logits, labels = [], []
-    for x, y in tqdm(DataLoader(dataset, batch_size=batch_size), desc="predict", leave=False, disable=not progress):
+    for x, y in tqdm(iterate_batches(dataset, batch_size), desc="predict", leave=False, disable=not progress):
         logits.append(model(x.to(device)).float().cpu())
-        labels.append(y)
+        labels.append(y.cpu())
     return torch.cat(logits), torch.cat(labels)

@@ -1,4 +1,4 @@
-"""Tests for lipnb.data: offline digits, real MNIST (if present), a fake CIFAR-10, errors."""
+"""Tests for lipnb.data: offline digits, real MNIST (if present), fake CIFAR-10 and STL-10, errors, batching."""
 
 from __future__ import annotations
 
@@ -11,15 +11,22 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
-from torchvision import datasets
+from torch.utils.data import DataLoader, Subset, TensorDataset
+from torchvision import datasets, transforms
+from torchvision.transforms import functional as TF
 
 from lipnb.data import (
+    CROP_PADDING,
     DATASETS,
     DatasetInfo,
     DatasetNotFoundError,
+    TensorImages,
+    augment_images,
     dataset_info,
+    iterate_batches,
     load_dataset,
     make_loaders,
+    shuffled_order,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -304,3 +311,233 @@ def test_make_loaders_without_validation_and_order():
 def test_make_loaders_rejects_bad_validation_size(validation):
     with pytest.raises(ValueError, match="validation"):
         make_loaders("digits", validation=validation)
+
+
+# ----------------------------------------------------------------------------- decoded once, in memory
+
+
+@pytest.fixture
+def fake_stl(tmp_path, monkeypatch):
+    """A tiny STL-10 in torchvision's binary format (column-major images, labels 1..10).
+
+    Returns (root, train images, test images) as uint8 arrays (N, 3, 96, 96).
+    """
+    folder = tmp_path / datasets.STL10.base_folder
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    images = {"train": rng.integers(0, 256, (3, 3, 96, 96), dtype=np.uint8),
+              "test": rng.integers(0, 256, (2, 3, 96, 96), dtype=np.uint8)}
+    files = {
+        "train_X.bin": images["train"].transpose(0, 1, 3, 2),
+        "train_y.bin": np.array([1, 5, 10], dtype=np.uint8),
+        "unlabeled_X.bin": images["test"][:1],
+        "test_X.bin": images["test"].transpose(0, 1, 3, 2),
+        "test_y.bin": np.array([2, 3], dtype=np.uint8),
+    }
+    for filename, array in files.items():
+        (folder / filename).write_bytes(np.ascontiguousarray(array).tobytes())
+    md5 = {filename: _md5(folder / filename) for filename in files}
+    train_files, test_files = ("train_X.bin", "train_y.bin", "unlabeled_X.bin"), ("test_X.bin", "test_y.bin")
+    monkeypatch.setattr(datasets.STL10, "train_list", [[f, md5[f]] for f in train_files])
+    monkeypatch.setattr(datasets.STL10, "test_list", [[f, md5[f]] for f in test_files])
+    return tmp_path, images["train"], images["test"]
+
+
+def _per_item_reference(name, root, train):
+    """The same split read the old way: torchvision decodes each item with ``ToTensor``."""
+    cls = DATASETS[name].torchvision_class
+    split = {"split": "train" if train else "test"} if cls is datasets.STL10 else {"train": train}
+    return cls(str(root), transform=transforms.ToTensor(), **split)
+
+
+@pytest.mark.parametrize("fixture", ["fake_cifar", "fake_stl"])
+@pytest.mark.parametrize("train", [True, False])
+def test_decoded_once_is_bit_identical_to_per_item_to_tensor(request, fixture, train):
+    name = {"fake_cifar": "cifar10", "fake_stl": "stl10"}[fixture]
+    root, train_images, test_images = request.getfixturevalue(fixture)
+    ds = load_dataset(name, root=root, train=train, augment=False)
+    assert isinstance(ds, TensorImages) and not ds.augment
+    x, y = ds.tensors
+    assert x.dtype == torch.float32 and y.dtype == torch.int64 and x.is_contiguous()
+    assert torch.equal(x, torch.from_numpy(train_images if train else test_images).float() / 255)
+    reference = _per_item_reference(name, root, train)
+    assert len(ds) == len(reference)
+    for i in range(len(ds)):
+        image, label = reference[i]
+        assert torch.equal(ds[i][0], image) and int(ds[i][1]) == label
+
+
+def test_only_the_training_split_of_cifar_and_stl_augments_by_default(fake_cifar, fake_stl):
+    assert load_dataset("cifar10", root=fake_cifar[0], train=True).augment
+    assert not load_dataset("cifar10", root=fake_cifar[0], train=False).augment
+    assert load_dataset("stl10", root=fake_stl[0], train=True).augment
+    assert not load_dataset("stl10", root=fake_stl[0], train=False).augment
+    assert not load_dataset("digits", train=True).augment
+
+
+@needs_mnist
+def test_mnist_is_decoded_once_bit_identical_to_to_tensor():
+    ds = load_dataset("mnist", root=SHARED_DATA, train=False)
+    x, y = ds.tensors
+    assert isinstance(ds, TensorImages) and not ds.augment
+    assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    reference = _per_item_reference("mnist", SHARED_DATA, train=False)
+    for i in (0, 1, 4321, 9999):
+        image, label = reference[i]
+        assert torch.equal(x[i], image) and int(y[i]) == label
+
+
+def test_tensor_images_indexing_and_to_device():
+    x, y = load_dataset("digits", train=False).tensors
+    ds = TensorImages(x, y)
+    image, label = ds[3]
+    assert torch.equal(image, x[3]) and label == y[3]
+    index = torch.tensor([5, 0, 5, 449])
+    images, labels = ds[index]
+    assert torch.equal(images, x[index]) and torch.equal(labels, y[index])
+    assert torch.equal(ds[10:20][0], x[10:20])
+    moved = ds.to("cpu")
+    assert isinstance(moved, TensorImages) and moved is not ds and moved.augment == ds.augment
+    assert all(t.device.type == "cpu" for t in moved.tensors) and torch.equal(moved.tensors[0], x)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        TensorImages(x[:, 0], y)
+    with pytest.raises(ValueError, match="labels"):
+        TensorImages(x, y[:-1])
+
+
+
+# ----------------------------------------------------------------------------- batched augmentation
+
+
+def _crops(image: torch.Tensor) -> torch.Tensor:
+    """Every output torchvision's RandomCrop(padding=4) + RandomHorizontalFlip can give: (2 * 9 * 9, C, H, W).
+
+    Even rows are unflipped crops, odd rows their mirror images.
+    """
+    padded = TF.pad(image, [CROP_PADDING])
+    height, width = image.shape[-2:]
+    out = []
+    for top in range(2 * CROP_PADDING + 1):
+        for left in range(2 * CROP_PADDING + 1):
+            crop = TF.crop(padded, top, left, height, width)
+            out += [crop, TF.hflip(crop)]
+    return torch.stack(out)
+
+
+def _which_crop(candidates: torch.Tensor, image: torch.Tensor) -> int:
+    matches = (candidates == image).flatten(1).all(1).nonzero().flatten().tolist()
+    assert len(matches) == 1, matches  # random pixels: every crop is distinct
+    return matches[0]
+
+
+def test_batched_augmentation_gives_crops_of_the_zero_padded_images(fake_cifar):
+    root, train_images, _ = fake_cifar
+    train = load_dataset("cifar10", root=root, train=True)
+    plain = torch.from_numpy(train_images).float() / 255
+    candidates = [_crops(image) for image in plain]
+    order = torch.arange(10).repeat(20)
+    torch.manual_seed(0)
+    x, y = train[order]
+    assert x.shape == (200, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.equal(y, train.tensors[1][order])
+    found = [_which_crop(candidates[i], image) for i, image in zip(order.tolist(), x)]
+    flips = sum(k % 2 for k in found)
+    assert 70 <= flips <= 130  # ~half of 200 (binomial sd 7)
+    assert len({k // 2 for k in found}) > 50  # many of the 81 offsets, zero padding included
+    # one item is augmented the same way
+    torch.manual_seed(1)
+    reads = [train[7][0] for _ in range(10)]
+    assert len({_which_crop(candidates[7], image) for image in reads}) > 1
+
+
+def test_batched_augmentation_is_deterministic_under_a_seed(fake_cifar):
+    root, _, _ = fake_cifar
+    plain, _ = load_dataset("cifar10", root=root, train=True, augment=False).tensors
+
+    def augmented(seed):
+        return augment_images(plain, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(augmented(0), augmented(0))
+    assert not torch.equal(augmented(0), augmented(1))
+    train = load_dataset("cifar10", root=root, train=True)
+    batches = []
+    for _ in range(2):
+        torch.manual_seed(5)  # torch's global generator, as epoch_loader seeds it
+        batches.append([x for x, _ in iterate_batches(train, 4)])
+    assert all(torch.equal(a, b) for a, b in zip(*batches))
+
+
+def test_batched_augmentation_of_stl_sized_images(fake_stl):
+    root, train_images, _ = fake_stl
+    train = load_dataset("stl10", root=root, train=True)
+    x, _ = train[torch.tensor([2, 0])]
+    assert x.shape == (2, 3, 96, 96)
+    plain = torch.from_numpy(train_images).float() / 255
+    _which_crop(_crops(plain[2]), x[0])
+    _which_crop(_crops(plain[0]), x[1])
+
+
+def test_eval_split_and_validation_are_not_augmented(fake_cifar):
+    root, train_images, test_images = fake_cifar
+    test = load_dataset("cifar10", root=root, train=False)
+    batches = list(iterate_batches(test, 2))
+    assert torch.equal(torch.cat([x for x, _ in batches]), torch.from_numpy(test_images).float() / 255)
+    train, val, _ = make_loaders("cifar10", root=root, batch_size=4, validation=3)
+    assert train.dataset.dataset.augment and not val.dataset.dataset.augment
+    assert val.dataset.dataset.tensors[0] is train.dataset.dataset.tensors[0]  # decoded once, shared
+
+
+# ----------------------------------------------------------------------------- batching by index
+
+
+class _ItemByItem(torch.utils.data.Dataset):
+    """A dataset that is not in memory as far as iterate_batches can tell."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index]
+
+
+def _batches_equal(ours, theirs) -> bool:
+    ours, theirs = list(ours), list(theirs)
+    return len(ours) == len(theirs) and all(
+        len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(a, b)) for a, b in zip(ours, theirs)
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 64, 450, 1000])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_iterate_batches_in_order_is_a_sequential_data_loader(batch_size, drop_last):
+    test = load_dataset("digits", train=False)
+    expected = DataLoader(test, batch_size=batch_size, drop_last=drop_last)
+    for dataset in (test, _ItemByItem(test), Subset(test, range(450))):
+        batches = iterate_batches(dataset, batch_size, drop_last=drop_last)
+        assert len(batches) == len(expected)
+        assert _batches_equal(batches, expected)
+        assert _batches_equal(batches, expected)  # iterable again
+
+
+@pytest.mark.parametrize("seed", [0, 7, 3_000_011])
+def test_shuffled_order_is_the_order_a_seeded_shuffling_data_loader_reads(seed):
+    train = load_dataset("digits", train=True)
+    subset = Subset(Subset(train, torch.arange(1347).flip(0)), list(range(0, 1347, 2)))
+    synthetic = TensorDataset(torch.randn(37, 2, 3, 3), torch.arange(37))
+    for dataset in (train, subset, synthetic, _ItemByItem(synthetic)):
+        for drop_last in (False, True):
+            loader = DataLoader(
+                dataset, batch_size=16, shuffle=True, drop_last=drop_last,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            batches = iterate_batches(dataset, 16, shuffled_order(len(dataset), seed), drop_last=drop_last)
+            assert len(batches) == len(loader)
+            assert _batches_equal(batches, loader)
+
+
+def test_iterate_batches_rejects_a_bad_batch_size():
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        iterate_batches(load_dataset("digits"), 0)

@@ -1,11 +1,12 @@
 import pytest
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
+from lipnb.data import load_dataset
 from lipnb.layers import SVCMConv2d
 from lipnb.models import build_model
 from lipnb.spectrum import operator_norm
-from lipnb.train import load_checkpoint, multiclass_hinge_loss, train
+from lipnb.train import epoch_loader, load_checkpoint, multiclass_hinge_loss, train
 
 
 def test_hinge_loss_by_hand():
@@ -103,3 +104,32 @@ def test_svcm_is_projected_during_training(tmp_path):
 def test_training_reduces_the_loss(tmp_path):
     _, history = fit("bcop", tmp_path, epochs=5)
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+
+
+def old_epoch_loader(dataset, batch_size, seed, epoch, drop_last=False):
+    """epoch_loader as it was: a DataLoader shuffling with the epoch's generator."""
+    order = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=order)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_epoch_loader_yields_the_batches_of_the_data_loader_it_replaces(drop_last):
+    digits = load_dataset("digits")
+    tiny = tiny_data(97)
+    item_by_item = InterruptingDataset(tiny, fail_at=0)  # never fails; not in memory as far as epoch_loader sees
+    for dataset in (digits, tiny, Subset(digits, range(5, 900)), item_by_item):
+        for seed, epoch in ((0, 0), (3, 2), (12, 199)):
+            batches = epoch_loader(dataset, 16, seed, epoch, drop_last=drop_last)
+            expected = list(old_epoch_loader(dataset, 16, seed, epoch, drop_last=drop_last))
+            assert len(batches) == len(expected) == (len(dataset) // 16 if drop_last else -(-len(dataset) // 16))
+            got = list(batches)
+            assert len(got) == len(expected)
+            for (x, y), (x_old, y_old) in zip(got, expected):
+                assert torch.equal(x, x_old) and torch.equal(y, y_old)
+
+
+def test_epoch_loader_seeds_torchs_generator_for_the_epoch():
+    epoch_loader(tiny_data(), 16, seed=3, epoch=2)
+    drawn = torch.rand(4)
+    torch.manual_seed(3 * 1_000_003 + 2)
+    assert torch.equal(drawn, torch.rand(4))
