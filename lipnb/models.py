@@ -11,17 +11,20 @@ Each 4×4 stride-2 conv of the original networks is invertible downsampling + a 
 ==========  ===========================================================================
 
 Linear layers are :class:`~lipnb.layers.BjorckLinear`, except with ``conv="plain"``, the
-unconstrained baseline, where every layer is a plain one.
+unconstrained baseline, where every layer is a plain one. ``layer_options`` reach every layer that
+takes them, e.g. ``{"orthogonalizer": "bjorck"}`` the BCOP or RKO convs and the Björck linear layers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
 from lipnb._validation import require_choice
-from lipnb.layers import CONV_KINDS, BjorckLinear, MaxMin, lipschitz_conv
+from lipnb.layers import CONV_KINDS, BjorckLinear, MaxMin, layer_options, lipschitz_conv
+from lipnb.orthogonal import ORTHOGONALIZERS
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"maxmin": MaxMin, "relu": nn.ReLU}
 
@@ -40,12 +43,19 @@ def build_model(
     activation: str = "maxmin",
     input_shape: tuple[int, int, int] = (1, 28, 28),
     num_classes: int = 10,
+    layer_options: dict[str, Any] | None = None,
 ) -> nn.Sequential:
-    """The ``arch`` network (see the module table) for inputs of ``input_shape`` (C, H, W)."""
+    """The ``arch`` network (see the module table) for inputs of ``input_shape`` (C, H, W).
+
+    Each of ``layer_options`` goes to every layer that takes it; one that no layer of the network
+    takes is an error.
+    """
     require_choice("arch", arch, ARCHITECTURES)
     require_choice("conv", conv, tuple(CONV_KINDS))
     require_choice("activation", activation, tuple(ACTIVATIONS))
     convs, hidden = _CONVNETS[arch]
+    linear = nn.Linear if conv == "plain" else BjorckLinear
+    conv_options, linear_options = split_layer_options(layer_options or {}, conv if convs else None, linear)
     channels, height, width = input_shape
     downsampling = 2 ** sum(stride == 2 for _, _, stride in convs)
     if height % downsampling or width % downsampling:
@@ -55,13 +65,36 @@ def build_model(
         )
     layers: list[nn.Module] = []
     for out_channels, kernel_size, stride in convs:
-        layers += [lipschitz_conv(conv, channels, out_channels, kernel_size, stride), ACTIVATIONS[activation]()]
+        conv_layer = lipschitz_conv(conv, channels, out_channels, kernel_size, stride, **conv_options)
+        layers += [conv_layer, ACTIVATIONS[activation]()]
         channels = out_channels
     layers.append(nn.Flatten())
-    linear = nn.Linear if conv == "plain" else BjorckLinear
     features = channels * (height // downsampling) * (width // downsampling)
     for width_out in hidden:
-        layers += [linear(features, width_out), ACTIVATIONS[activation]()]
+        layers += [linear(features, width_out, **linear_options), ACTIVATIONS[activation]()]
         features = width_out
-    layers.append(linear(features, num_classes))
+    layers.append(linear(features, num_classes, **linear_options))
     return nn.Sequential(*layers)
+
+
+def orthogonalizer_options(conv: str, orthogonalizer: str) -> dict[str, Any]:
+    """The ``layer_options`` that set ``orthogonalizer`` in a network of ``conv`` (none for ``plain``)."""
+    require_choice("orthogonalizer", orthogonalizer, tuple(ORTHOGONALIZERS))
+    return {} if conv == "plain" else {"orthogonalizer": orthogonalizer}
+
+
+def split_layer_options(
+    options: dict[str, Any], conv: str | None, linear: type[nn.Module]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The options for the convs of kind ``conv`` (``None``: the network has none) and for ``linear``."""
+    conv_names = layer_options(CONV_KINDS[conv]) if conv is not None else ()
+    linear_names = layer_options(linear) if linear is BjorckLinear else ()
+    unused = sorted(set(options) - set(conv_names) - set(linear_names))
+    if unused:
+        accepted = ", ".join(sorted(set(conv_names) | set(linear_names))) or "none"
+        raise ValueError(
+            f"no layer of this network takes the option {', '.join(map(repr, unused))} (conv={conv!r}); "
+            f"its layers take: {accepted}"
+        )
+    conv_options = {key: value for key, value in options.items() if key in conv_names}
+    return conv_options, {key: value for key, value in options.items() if key in linear_names}

@@ -1,21 +1,46 @@
-"""Orthogonal maps: batched Björck orthonormalization, the exact polar factor, symmetric projectors.
+"""Orthogonal maps: the orthogonalizers every orthogonal weight of lipnb goes through, and projectors.
 
-Björck & Bowie (1971), first order, as used by the BCOP paper (Li et al. 2019, Sec. 4 and
-Appendix H): ``W ← (1 + β) W − β W WᵀW``, which drives every singular value of a tall ``W`` to 1
-provided they start in ``(0, √3)``. Its limit is the orthonormal polar factor ``W (WᵀW)^{-1/2}``,
-which :func:`polar` computes directly from one eigendecomposition of the Gram matrix.
+An *orthogonalizer* maps an unconstrained stack of matrices ``(..., m, n)`` to matrices with
+orthonormal columns (tall) or rows (wide), differentiably. :data:`ORTHOGONALIZERS` names the three
+that BCOP's ``H``, RKO's reshaped kernel and :class:`~lipnb.layers.BjorckLinear`'s weight can use
+(their ``orthogonalizer=`` option; any callable of the same kind works too):
+
+``"cholesky"`` (default, CPU and CUDA)
+    Cholesky QR, ``Q = W L⁻ᵀ`` with ``L Lᵀ = WᵀW``: three BLAS-3 calls forward and three backward,
+    the least O(mn²) work of any exact method, and Cholesky and triangular solves are fast
+    library calls on both devices. A different map from the other two (Gram–Schmidt's, not the
+    closest orthogonal matrix), with the same range of orthonormal matrices. The default
+    everywhere, so a checkpoint means the same network on every device.
+``"polar"``
+    The closest orthonormal matrix ``W (WᵀW)^{-1/2}``, i.e. the limit of Björck's iteration, from
+    one float64 eigendecomposition with a closed-form backward. Fast for the small matrices of a
+    BCOP kernel; an eigendecomposition is slow for large ones, and slower still on a GPU.
+``"bjorck"``
+    The BCOP paper's iteration (Björck & Bowie 1971, first order; Li et al. 2019, Sec. 4 and
+    Appendix H), differentiated step by step by autograd, kept to reproduce the paper. Its limit is
+    ``"polar"``'s map; made of matrix products only, it is the fast way to that map on a GPU.
+
+Each exact method checks its result and hands an input it cannot orthonormalize in float32
+(badly conditioned or rank deficient) to :func:`bjorck`. Certificates never rely on this check:
+they use the measured spectrum (:mod:`lipnb.spectrum`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, Union
 
 import torch
 from torch import Tensor
 
+from lipnb._validation import require_choice
+
 Scaling = Literal["power", "frobenius"]
+Orthogonalizer = Callable[[Tensor], Tensor]
+OrthogonalizerChoice = Union[str, Orthogonalizer]
 
 _POWER_ITERATIONS = 4
+_ERROR_ITERATIONS = 3  # power iterations that estimate ‖QᵀQ − I‖₂ of a result (a rough, cheap estimate)
 
 
 def bjorck(
@@ -25,10 +50,11 @@ def bjorck(
     scaling: Scaling = "power",
     tol: float | None = None,
 ) -> Tensor:
-    """Orthonormalize each matrix of a stack ``(..., m, n)``; differentiable.
+    """Orthonormalize each matrix of a stack ``(..., m, n)`` by Björck's iteration; differentiable.
 
-    Tall matrices get orthonormal columns, wide ones orthonormal rows (handled by transposing).
-    ``scaling`` picks the pre-scaling that puts the singular values into Björck's basin:
+    ``W ← (1 + β) W − β W WᵀW`` drives every singular value of a tall ``W`` to 1 provided they
+    start in ``(0, √3)``. Tall matrices get orthonormal columns, wide ones orthonormal rows (handled
+    by transposing). ``scaling`` picks the pre-scaling that puts the singular values into the basin:
     ``"power"`` divides by a power-iteration estimate of σ_max (few iterations for near-orthogonal
     input), ``"frobenius"`` by the Frobenius norm (always safe, slower for wide spectra).
     The iteration stops as soon as every singular value is provably within ``tol`` of 1 (default
@@ -39,7 +65,7 @@ def bjorck(
     if iters < 1:
         raise ValueError(f"bjorck: iters must be >= 1; got {iters}")
     if tol is None:
-        tol = 64 * torch.finfo(weight.dtype).eps
+        tol = _default_tol(weight)
     wide = weight.shape[-2] < weight.shape[-1]
     w = weight.mT if wide else weight
     shape = w.shape
@@ -78,9 +104,8 @@ def _squared_scale(gram: Tensor, scaling: Scaling) -> Tensor:
     return scale2.clamp_min(torch.finfo(gram.dtype).tiny)[..., None, None]
 
 
-def _orthonormality_error(q: Tensor) -> float:
-    """The largest ``‖QᵀQ − I‖_F`` over a stack of tall matrices (NaN if any entry is)."""
-    return float(_gram_deviation(q.mT @ q).max())
+def _default_tol(weight: Tensor) -> float:
+    return 64 * torch.finfo(weight.dtype).eps
 
 
 def _gram_deviation(gram: Tensor) -> Tensor:
@@ -90,23 +115,38 @@ def _gram_deviation(gram: Tensor) -> Tensor:
     return torch.linalg.matrix_norm(gram - target)
 
 
+def _orthonormality_error(q: Tensor) -> float:
+    """An estimate of the largest ``‖QᵀQ − I‖₂`` over a stack of tall matrices (NaN if any entry is).
+
+    Power iteration on ``E = QᵀQ − I`` in float64, ``v ↦ Qᵀ(Qv) − v``: O(mn) per iteration where
+    forming ``QᵀQ`` would cost as much as the orthonormalization itself. It decides only whether a
+    result needs another pass; it bounds nothing.
+    """
+    q = q.detach().double().reshape(-1, *q.shape[-2:])
+    phases = torch.arange(q.shape[-1], dtype=q.dtype, device=q.device)
+    vector = torch.sin(1.618 * phases + 0.5).expand(q.shape[0], -1).unsqueeze(-1)  # no common special direction
+    for _ in range(_ERROR_ITERATIONS):
+        vector = torch.nn.functional.normalize(vector, dim=-2)
+        vector = q.mT @ (q @ vector) - vector
+    return float(vector.norm(dim=-2).max())
+
+
 def polar(weight: Tensor, tol: float | None = None) -> Tensor:
     """The orthonormal polar factor ``W (WᵀW)^{-1/2}`` of each matrix of a stack ``(..., m, n)``; differentiable.
 
     The limit of :func:`bjorck`, computed from one eigendecomposition ``WᵀW = V Λ Vᵀ`` (in float64
     for lower precisions) with a closed-form backward: no iterations to differentiate through.
-    Like :func:`bjorck`, wide matrices get orthonormal rows. A result with ``‖QᵀQ − I‖_F > tol``
+    Like :func:`bjorck`, wide matrices get orthonormal rows. A result with ``‖QᵀQ − I‖₂ > tol``
     (default ``64·eps``: a badly conditioned input) is finished by :func:`bjorck`, which converges
     fast from there; a rank-deficient one (zero columns included) is left to :func:`bjorck` entirely.
     """
     if weight.numel() == 0:
         return weight
-    if tol is None:
-        tol = 64 * torch.finfo(weight.dtype).eps
+    tol = _default_tol(weight) if tol is None else tol
     wide = weight.shape[-2] < weight.shape[-1]
     w = weight.mT if wide else weight
     q = _PolarFactor.apply(w)
-    if not _orthonormality_error(q.detach()) <= tol:  # also catches NaN
+    if not _orthonormality_error(q) <= tol:  # also catches NaN
         q = bjorck(w if q.isnan().any() else q)
     return q.mT if wide else q
 
@@ -137,58 +177,104 @@ class _PolarFactor(torch.autograd.Function):
         return grad_s - 2 * (w @ basis) @ k @ basis.mT
 
 
+def cholesky_qr(weight: Tensor, tol: float | None = None) -> Tensor:
+    """Orthonormalize each matrix of a stack ``(..., m, n)`` by Cholesky QR; differentiable.
+
+    ``Q = W L⁻ᵀ`` where ``L Lᵀ = WᵀW``: the ``Q`` of the QR decomposition ``W = Q R`` with
+    ``R = Lᵀ`` (positive diagonal), so Gram–Schmidt's orthonormalization of the columns. Wide
+    matrices get orthonormal rows. Float32 loses orthogonality ∝ cond(W)², so while the estimated
+    ``‖QᵀQ − I‖₂`` exceeds ``tol`` (default ``64·eps``) a second pass orthonormalizes ``Q`` again
+    (CholeskyQR2); an input that still fails (cond(W) ≳ 1/√eps, or rank deficient) goes to
+    :func:`bjorck`. The backward is closed form (:class:`_CholeskyQR`).
+    """
+    if weight.numel() == 0:
+        return weight
+    tol = _default_tol(weight) if tol is None else tol
+    wide = weight.shape[-2] < weight.shape[-1]
+    w = weight.mT if wide else weight
+    q, converged = _CholeskyQR.apply(w, tol)
+    if not converged:
+        q = bjorck(w, scaling="frobenius")
+    return q.mT if wide else q
+
+
+def _cholesky_qr2(weight: Tensor, tol: float) -> tuple[Tensor, Tensor, bool]:
+    """``(Q, L, converged)`` with ``W = Q Lᵀ``, ``L`` lower triangular: one Cholesky QR pass, two if needed."""
+    basis, factor = _cholesky_qr_pass(weight)
+    if _orthonormality_error(basis) <= tol:  # False for NaN (rank deficient)
+        return basis, factor, True
+    basis, second = _cholesky_qr_pass(basis)  # CholeskyQR2: repairs the loss of orthogonality ∝ cond(W)²
+    return basis, factor @ second, _orthonormality_error(basis) <= tol  # W = Q₁L₁ᵀ = Q₂ (L₁L₂)ᵀ
+
+
+def _cholesky_qr_pass(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``(Q, L)`` with ``W = Q Lᵀ``, ``L`` the lower Cholesky factor of ``WᵀW``."""
+    factor, _ = torch.linalg.cholesky_ex(weight.mT @ weight)
+    return torch.linalg.solve_triangular(factor.mT, weight, upper=True, left=False), factor
+
+
+class _CholeskyQR(torch.autograd.Function):
+    """``Q = W L⁻ᵀ`` for tall ``W = Q Lᵀ`` of full rank, and whether it converged.
+
+    Backward: with ``R = Lᵀ``, ``dQ = (I − QQᵀ) dW R⁻¹ + Q C`` where ``C = Qᵀ dQ`` is the skew matrix
+    whose strictly lower part is that of ``Qᵀ dW R⁻¹``. Pairing with ``G = ∇Q`` gives
+    ``∇W = (G − Q X) L⁻¹``, ``X`` the symmetric matrix with the upper triangle of ``B = QᵀG``.
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor, tol: float) -> tuple[Tensor, bool]:
+        q, factor, converged = _cholesky_qr2(w, tol)
+        ctx.save_for_backward(q, factor)
+        return q, converged
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _converged) -> tuple[Tensor, None]:
+        q, factor = ctx.saved_tensors
+        b = q.mT @ grad
+        upper = b.triu()
+        x = upper + upper.mT - b.diagonal(dim1=-2, dim2=-1).diag_embed()
+        return torch.linalg.solve_triangular(factor, grad - q @ x, upper=False, left=False), None
+
+
 def orthogonal_projector(weight: Tensor, tol: float | None = None) -> Tensor:
     """``P = W (WᵀW)⁻¹ Wᵀ``, the orthogonal projector onto the column space of each tall ``(..., m, r)`` ``W``.
 
     ``P = Q Qᵀ`` for every orthonormal basis ``Q`` of that space, so this is the projector BCOP's
-    Algorithm 1 builds from the Björck-orthonormalized ``W``, computed instead from a Cholesky QR
-    basis (a second pass while ‖QᵀQ − I‖_F > ``tol``, default ``64·eps``; :func:`bjorck` if that is
-    not enough) with a closed-form backward: ``∇W = 2 (I − P) sym(∇P) W (WᵀW)⁻¹``.
+    Algorithm 1 builds from the Björck-orthonormalized ``W``, whichever orthogonalizer is used;
+    computed from a Cholesky QR basis (:func:`cholesky_qr`'s passes, :func:`bjorck` if they fail)
+    with a closed-form backward: ``∇W = 2 (I − P) sym(∇P) W (WᵀW)⁻¹``.
     """
     if weight.shape[-2] < weight.shape[-1]:
         raise ValueError(f"orthogonal_projector: weight must be tall (..., m, r) with r <= m; got {tuple(weight.shape)}")
     if weight.numel() == 0:
         return weight @ weight.mT
-    if tol is None:
-        tol = 64 * torch.finfo(weight.dtype).eps
-    with torch.no_grad():
-        basis, factor = _cholesky_qr(weight)
-        for cholesky_pass in (1, 2):
-            converged = _orthonormality_error(basis) <= tol  # False for NaN (rank deficient)
-            if converged or cholesky_pass == 2:
-                break
-            basis, second = _cholesky_qr(basis)  # CholeskyQR2: repairs the loss of orthogonality ∝ cond(W)²
-            factor = second @ factor
+    tol = _default_tol(weight) if tol is None else tol
+    projector, converged = _OrthogonalProjector.apply(weight, tol)
     if converged:
-        return _OrthogonalProjector.apply(weight, basis, factor)
+        return projector
     basis = bjorck(weight, scaling="frobenius")
     return basis @ basis.mT
 
 
-def _cholesky_qr(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """``(Q, L)`` with ``W = Q Lᵀ``, ``L`` the lower Cholesky factor of ``WᵀW``."""
-    factor, _ = torch.linalg.cholesky_ex(weight.mT @ weight)
-    return torch.linalg.solve_triangular(factor, weight.mT, upper=False).mT, factor
-
-
 class _OrthogonalProjector(torch.autograd.Function):
-    """``P = Q Qᵀ`` from a precomputed basis ``Q = W L⁻ᵀ``; the gradient flows to ``W`` only.
+    """``P = Q Qᵀ`` from the Cholesky QR basis ``Q = W L⁻ᵀ``, and whether that basis converged.
 
     ``dP = (I − P) dW W⁺ + (…)ᵀ`` with ``W⁺ᵀ = W (WᵀW)⁻¹ = Q L⁻¹``, so
     ``∇W = 2 (S Q − Q (Qᵀ S Q)) L⁻¹`` with ``S = sym(∇P)``.
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, basis: Tensor, factor: Tensor) -> Tensor:
+    def forward(ctx, weight: Tensor, tol: float) -> tuple[Tensor, bool]:
+        basis, factor, converged = _cholesky_qr2(weight, tol)
         ctx.save_for_backward(basis, factor)
-        return basis @ basis.mT
+        return basis @ basis.mT, converged
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx, grad: Tensor, _converged) -> tuple[Tensor, None]:
         basis, factor = ctx.saved_tensors
         pulled = (grad + grad.mT) @ basis  # 2 S Q
         pulled = pulled - basis @ (basis.mT @ pulled)
-        return torch.linalg.solve_triangular(factor, pulled, upper=False, left=False), None, None
+        return torch.linalg.solve_triangular(factor, pulled, upper=False, left=False), None
 
 
 def symmetric_projector(raw: Tensor, **bjorck_kwargs) -> Tensor:
@@ -202,3 +288,16 @@ def symmetric_projector(raw: Tensor, **bjorck_kwargs) -> Tensor:
         raise ValueError(f"symmetric_projector: raw must be (..., n, r) with r <= n; got {tuple(raw.shape)}")
     basis = bjorck(raw, **bjorck_kwargs)
     return basis @ basis.mT
+
+
+ORTHOGONALIZERS: dict[str, Orthogonalizer] = {"cholesky": cholesky_qr, "polar": polar, "bjorck": bjorck}
+"""The named orthogonalizers (see the module docstring); the first is the default."""
+
+DEFAULT_ORTHOGONALIZER = "cholesky"
+
+
+def resolve_orthogonalizer(choice: OrthogonalizerChoice) -> Orthogonalizer:
+    """The function for a name of :data:`ORTHOGONALIZERS`, or ``choice`` itself if it is callable."""
+    if callable(choice):
+        return choice
+    return ORTHOGONALIZERS[require_choice("orthogonalizer", choice, tuple(ORTHOGONALIZERS))]

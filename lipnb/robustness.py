@@ -23,7 +23,8 @@ from lipnb._validation import require_choice, require_device, require_positive_i
 from lipnb.certify import certified_accuracy, certified_radii, predict
 from lipnb.data import DATASETS, dataset_info, load_dataset
 from lipnb.layers import CONV_KINDS
-from lipnb.models import ACTIVATIONS, ARCHITECTURES, build_model
+from lipnb.models import ACTIVATIONS, ARCHITECTURES, build_model, orthogonalizer_options
+from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER
 from lipnb.spectrum import lipschitz_bound
 from lipnb.train import CIFAR_MARGIN, MNIST_MARGIN, resolve_device, train
 
@@ -38,7 +39,9 @@ DATASET_DEFAULTS: dict[str, tuple[float, float]] = {
 }
 FOOLBOX_POINTS = 100  # Boundary and Pointwise attacks run on the first 100 test points (Sec. 5.2)
 # Settings that decide the trained model: a checkpoint made with others cannot be resumed.
-_TRAINING_KEYS = ("conv", "dataset", "arch", "activation", "epochs", "batch_size", "lr", "margin", "seed")
+_TRAINING_KEYS = (
+    "conv", "dataset", "arch", "activation", "orthogonalizer", "epochs", "batch_size", "lr", "margin", "seed"
+)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class RobustnessConfig:
     dataset: str = "digits"
     arch: str = "small"
     activation: str = "maxmin"
+    orthogonalizer: str = DEFAULT_ORTHOGONALIZER
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
@@ -65,6 +69,7 @@ class RobustnessConfig:
         require_choice("dataset", self.dataset, tuple(DATASETS))
         require_choice("arch", self.arch, ARCHITECTURES)
         require_choice("activation", self.activation, tuple(ACTIVATIONS))
+        orthogonalizer_options(self.conv, self.orthogonalizer)
         require_positive_int("epochs", self.epochs)
         require_positive_int("batch_size", self.batch_size)
         if isinstance(self.attacks, str):
@@ -96,7 +101,10 @@ def initial_model(config: RobustnessConfig) -> nn.Sequential:
     """The untrained network of ``config``, seeded: the same one :func:`train_model` starts from."""
     torch.manual_seed(config.seed)
     info = dataset_info(config.dataset)
-    return build_model(config.arch, config.conv, config.activation, info.input_shape, info.num_classes)
+    return build_model(
+        config.arch, config.conv, config.activation, info.input_shape, info.num_classes,
+        orthogonalizer_options(config.conv, config.orthogonalizer),
+    )
 
 
 def train_model(

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from lipnb._modes import eval_mode
 from lipnb.circulant import conv_singular_values
@@ -43,12 +44,11 @@ def singular_values(layer: nn.Module, input_size: tuple[int, int] | None = None)
     ``BjorckLinear``, ``nn.Linear`` and circularly padded stride-1 ``nn.Conv2d``.
     """
     if isinstance(layer, (BjorckLinear, nn.Linear)):
-        weight = layer.effective_weight() if isinstance(layer, BjorckLinear) else layer.weight
-        return torch.linalg.svdvals(weight.detach().double())
+        return torch.linalg.svdvals(layer.weight.detach().double())
     if input_size is None:
         raise ValueError(f"singular_values of {type(layer).__name__} needs input_size=(height, width)")
     if isinstance(layer, LipschitzConv2d):
-        return conv_singular_values(layer.effective_weight(), layer.conv_input_size(input_size))
+        return conv_singular_values(layer.weight, layer.conv_input_size(input_size))
     if isinstance(layer, nn.Conv2d):
         _check_exact_conv(layer)
         return conv_singular_values(layer.weight, input_size)
@@ -121,7 +121,7 @@ def _leaves(model: nn.Module) -> Iterator[nn.Module]:
     if isinstance(model, nn.Sequential):
         for child in model:
             yield from _leaves(child)
-    elif isinstance(model, nn.Module) and (len(model._modules) == 0 or isinstance(model, LipschitzConv2d)):
+    elif len(model._modules) == 0 or isinstance(model, LipschitzConv2d) or parametrize.is_parametrized(model):
         yield model
     else:
         raise ValueError(

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lipnb._runs import atomic_torch_save, error_summary
+from lipnb.data import Batches, TensorImages, iterate_batches, shuffled_order
 from lipnb.layers import SVCMConv2d
 
 MNIST_MARGIN = 1.5 * math.sqrt(2)  # 2.1213: certifies ε = 1.5 at L = 1
@@ -71,6 +72,8 @@ def train(
         raise ValueError(f"epochs must be >= 1; got {epochs}")
     device = resolve_device(device)
     model.to(device)
+    if isinstance(train_set, TensorImages):
+        train_set = train_set.to(device)  # in memory: on a GPU the whole set sits on the device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, round(0.3 * epochs)), gamma=0.1)
     state = {"epoch": 0, "step": 0, "history": []}
@@ -117,16 +120,16 @@ def train(
     return state["history"]
 
 
-def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, drop_last: bool = False) -> DataLoader:
-    """A shuffled loader for one epoch, with torch's generator and the order both seeded from ``(seed, epoch)``.
+def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, drop_last: bool = False) -> Batches:
+    """The shuffled batches of one epoch, with torch's generator and the order both seeded from ``(seed, epoch)``.
 
     This makes an epoch independent of the ones before it, so a run resumed at an epoch boundary
-    continues exactly as an uninterrupted one.
+    continues exactly as an uninterrupted one. The order is the one a ``DataLoader(shuffle=True)``
+    with the epoch's generator reads; in-memory datasets are served a batch at a time.
     """
     epoch_seed = seed * 1_000_003 + epoch
     torch.manual_seed(epoch_seed)
-    order = torch.Generator().manual_seed(epoch_seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=order)
+    return iterate_batches(dataset, batch_size, shuffled_order(len(dataset), epoch_seed), drop_last)
 
 
 def save_checkpoint(

@@ -20,20 +20,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lipnb._modes import eval_mode
 from lipnb._runs import atomic_torch_save, error_summary, record_settings, write_json
 from lipnb._validation import require_choice, require_device, require_positive_int
-from lipnb.data import DATASETS, dataset_info, load_dataset
+from lipnb.data import DATASETS, dataset_info, iterate_batches, load_dataset
 from lipnb.gan import InfoGANDiscriminator, InfoGANGenerator, WGANSettings, train_wgan_gp
 from lipnb.layers import CONV_KINDS, BjorckLinear, NearestUpsampling, lipschitz_conv
-from lipnb.models import ACTIVATIONS
+from lipnb.models import ACTIVATIONS, orthogonalizer_options, split_layer_options
+from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER
 from lipnb.spectrum import lipschitz_bound
 from lipnb.train import project_svcm, resolve_device
 
@@ -52,6 +54,7 @@ def dcgan_critic(
     input_shape: tuple[int, int, int] = (1, 28, 28),
     width: int = 64,
     upsample: int = 1,
+    layer_options: dict[str, Any] | None = None,
 ) -> nn.Sequential:
     """The DCGAN discriminator without batch norm, every conv a :mod:`lipnb.layers` conv of kind ``conv``.
 
@@ -59,6 +62,7 @@ def dcgan_critic(
     channels (invertible downsampling + 2×2 conv, as in the paper) while the map stays ≥ 4 pixels
     and even, at most four; then a linear map to one output (DCGAN's final 4×4 valid conv),
     :class:`~lipnb.layers.BjorckLinear` (a unit row), or ``nn.Linear`` for ``conv="plain"``.
+    ``layer_options`` reach every layer that takes them (as in :func:`lipnb.models.build_model`).
     """
     require_choice("conv", conv, tuple(CONV_KINDS))
     require_choice("activation", activation, tuple(ACTIVATIONS))
@@ -66,20 +70,21 @@ def dcgan_critic(
     require_positive_int("upsample", upsample)
     channels, height, width_px = input_shape
     height, width_px = height * upsample, width_px * upsample
+    linear = nn.Linear if conv == "plain" else BjorckLinear
+    conv_options, linear_options = split_layer_options(layer_options or {}, conv, linear)
     layers: list[nn.Module] = [NearestUpsampling(upsample)] if upsample > 1 else []
     for stage in range(4):
         if height % 2 or width_px % 2 or min(height, width_px) < 8:
             break
         out_channels = width * 2**stage
-        layers += [lipschitz_conv(conv, channels, out_channels, 4, stride=2), ACTIVATIONS[activation]()]
+        layers += [lipschitz_conv(conv, channels, out_channels, 4, stride=2, **conv_options), ACTIVATIONS[activation]()]
         channels, height, width_px = out_channels, height // 2, width_px // 2
     if not layers or isinstance(layers[-1], NearestUpsampling):
         raise ValueError(
             f"dcgan_critic needs an input whose (upsampled) height and width are even and >= 8; "
             f"got input_shape={tuple(input_shape)}, upsample={upsample}"
         )
-    linear = nn.Linear if conv == "plain" else BjorckLinear
-    layers += [nn.Flatten(), linear(channels * height * width_px, 1)]
+    layers += [nn.Flatten(), linear(channels * height * width_px, 1, **linear_options)]
     return nn.Sequential(*layers)
 
 
@@ -113,7 +118,7 @@ def gaussian_sampler(mean: Tensor, std: float = 1.0) -> Sampler:
 
 def dataset_images(dataset: Dataset, batch_size: int = 1024) -> Tensor:
     """Every input of ``dataset`` stacked into one tensor (labels dropped)."""
-    return torch.cat([x for x, *_ in DataLoader(dataset, batch_size=batch_size)])
+    return torch.cat([x for x, *_ in iterate_batches(dataset, batch_size)])
 
 
 def exact_wasserstein(a: Tensor, b: Tensor) -> float:
@@ -264,8 +269,8 @@ KNOWN_ANSWER = "gaussian-shift"
 """Dataset name of the known-answer pair: ``N(μ, I)`` against ``N(0, I)`` on 1×8×8 images, W1 = ‖μ‖."""
 GAUSSIAN_SHIFT_NORM = 2.0
 WASSERSTEIN_DATASETS: tuple[str, ...] = (KNOWN_ANSWER, *DATASETS)
-_CRITIC_KEYS = ("dataset", "conv", "activation", "gan_epochs", "critic_steps", "lr", "batch_size", "width",
-                "upsample", "seed")
+_CRITIC_KEYS = ("dataset", "conv", "activation", "orthogonalizer", "gan_epochs", "critic_steps", "lr", "batch_size",
+                "width", "upsample", "seed")
 
 
 def gaussian_shift(seed: int = 0) -> tuple[Tensor, float]:
@@ -285,6 +290,7 @@ class WassersteinConfig:
     dataset: str = "digits"
     conv: str = "bcop"
     activation: str = "maxmin"
+    orthogonalizer: str = DEFAULT_ORTHOGONALIZER
     gan_epochs: int = 20
     critic_steps: int = 1000
     lr: float = 1e-3
@@ -302,6 +308,7 @@ class WassersteinConfig:
         require_choice("dataset", self.dataset, WASSERSTEIN_DATASETS)
         require_choice("conv", self.conv, tuple(CONV_KINDS))
         require_choice("activation", self.activation, tuple(ACTIVATIONS))
+        orthogonalizer_options(self.conv, self.orthogonalizer)
         for name in ("gan_epochs", "critic_steps", "batch_size", "pairs", "width", "upsample"):
             require_positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -367,7 +374,10 @@ def run_wasserstein(config: WassersteinConfig, data: tuple[Dataset, Dataset] | N
         generator_record = {"checkpoint": str(config.generator_checkpoint), "epochs": len(gan_history),
                             "history": gan_history}
     torch.manual_seed(config.seed)
-    critic = dcgan_critic(config.conv, config.activation, config.input_shape, config.width, config.upsample)
+    critic = dcgan_critic(
+        config.conv, config.activation, config.input_shape, config.width, config.upsample,
+        orthogonalizer_options(config.conv, config.orthogonalizer),
+    )
     device = resolve_device(config.device)
     history = train_critic(
         critic, sample_train_real, sample_fake, steps=config.critic_steps, lr=config.lr,

@@ -17,6 +17,7 @@ from lipnb.layers import (
     SVCMConv2d,
     lipschitz_conv,
 )
+from lipnb.orthogonal import polar
 from lipnb.spectrum import singular_values
 
 
@@ -51,23 +52,32 @@ def test_bcop_is_orthogonal_at_init_and_after_training(cin, cout, k):
 def test_bcop_uses_every_projector_pair(k):
     # the reference code reused the first pair for k > 2; here each pair must shape the kernel
     layer = BCOPConv2d(4, 4, k).double()
-    before = layer.effective_weight()
+    before = layer.weight
     with torch.no_grad():
-        layer.projector_bases[-1].copy_(torch.linalg.qr(torch.randn(4, 2, dtype=torch.float64))[0])
-    after = layer.effective_weight()
+        layer.parametrizations.weight[0].projector_spans[-1].copy_(torch.linalg.qr(torch.randn(4, 2).double())[0])
+    after = layer.weight
     assert (after - before).abs().max() > 1e-3
     assert (singular_values(layer, (6, 6)) - 1).abs().max() < 1e-10
 
 
 @pytest.mark.parametrize("cin, cout, k", [(3, 6, 3), (6, 3, 2), (4, 4, 5)])
-def test_bcop_orthogonalizers_build_the_same_kernel_after_training(cin, cout, k):
-    """``polar`` (H's polar factor, projectors from the span of R) computes what Björck converges to."""
-    layer = BCOPConv2d(cin, cout, k)
+def test_bcop_orthogonalizers_after_training(cin, cout, k):
+    """``polar`` computes what the paper's Björck converges to; ``cholesky`` another orthogonal kernel
+    with the same projectors, and a callable orthogonalizer is used as given."""
+    layer = BCOPConv2d(cin, cout, k, orthogonalizer="polar")
     train_steps(layer, (cin, 8, 8))
     paper = BCOPConv2d(cin, cout, k, orthogonalizer="bjorck")
     paper.load_state_dict(layer.state_dict())
-    torch.testing.assert_close(layer.compute_weight(), paper.compute_weight(), atol=2e-6, rtol=0)
-    with pytest.raises(ValueError, match="'polar', 'bjorck'"):
+    torch.testing.assert_close(layer.weight, paper.weight, atol=2e-6, rtol=0)
+    for orthogonalizer in ("cholesky", polar):
+        other = BCOPConv2d(cin, cout, k, orthogonalizer=orthogonalizer)
+        other.load_state_dict(layer.state_dict())
+        assert (singular_values(other, (8, 8)) - 1).abs().max() <= 1e-5
+        if orthogonalizer == "cholesky":
+            assert (other.weight - layer.weight).abs().max() > 1e-3
+        else:
+            torch.testing.assert_close(other.weight, layer.weight, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="'cholesky', 'polar', 'bjorck'"):
         BCOPConv2d(cin, cout, k, orthogonalizer="qr")
 
 
@@ -107,7 +117,7 @@ def test_constrained_convs_are_one_lipschitz_after_training(kind, cin, cout, k, 
 def test_ossn_estimate_converges_to_the_exact_norm():
     layer = OSSNConv2d(4, 4, 3)
     with torch.no_grad():
-        layer.weight.mul_(10)  # norm well above 1: the normalization is active
+        layer.parametrizations.weight.original.mul_(10)  # norm well above 1: the normalization is active
     train_steps(layer, (4, 8, 8), steps=30)
     run_power_iterations(layer, (4, 8, 8))
     assert singular_values(layer, (8, 8))[0] == pytest.approx(1.0, abs=1e-4)
@@ -118,10 +128,10 @@ def test_ossn_finds_a_new_top_direction_after_a_long_stable_one():
     # whose norm sits at the highest frequency: the persistent vector must not have lost that direction
     layer = OSSNConv2d(1, 1, 2)
     with torch.no_grad():
-        layer.weight.copy_(torch.full((1, 1, 2, 2), 2.0))
+        layer.parametrizations.weight.original.copy_(torch.full((1, 1, 2, 2), 2.0))
     run_power_iterations(layer, (1, 8, 8), forwards=60)
     with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[[[3.0, -3.0], [-3.0, 3.0]]]]))
+        layer.parametrizations.weight.original.copy_(torch.tensor([[[[3.0, -3.0], [-3.0, 3.0]]]]))
     run_power_iterations(layer, (1, 8, 8), forwards=30)
     assert singular_values(layer, (8, 8))[0] == pytest.approx(1.0, abs=1e-4)
 
@@ -178,9 +188,16 @@ def test_even_and_odd_kernels_keep_the_spatial_size(kind):
 class CountingBCOP(BCOPConv2d):
     computed = 0
 
-    def compute_weight(self):
-        CountingBCOP.computed += 1
-        return super().compute_weight()
+    def __init__(self, *args):
+        super().__init__(*args)
+        kernel = self.parametrizations.weight[0]
+        compute = kernel.compute
+
+        def counting_compute(head):
+            CountingBCOP.computed += 1
+            return compute(head)
+
+        kernel.compute = counting_compute
 
 
 def test_eval_mode_computes_the_kernel_once_until_parameters_change():

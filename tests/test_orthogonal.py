@@ -1,7 +1,19 @@
 import pytest
 import torch
 
-from lipnb.orthogonal import bjorck, orthogonal_projector, polar, symmetric_projector
+from lipnb.layers import BjorckLinear, RKOConv2d
+from lipnb.orthogonal import (
+    DEFAULT_ORTHOGONALIZER,
+    ORTHOGONALIZERS,
+    _CholeskyQR,
+    _OrthogonalProjector,
+    bjorck,
+    cholesky_qr,
+    orthogonal_projector,
+    polar,
+    resolve_orthogonalizer,
+    symmetric_projector,
+)
 
 
 def polar_factor(matrix: torch.Tensor) -> torch.Tensor:
@@ -150,3 +162,105 @@ def test_orthogonal_projector_falls_back_for_rank_deficient_input_and_rejects_wi
     assert orthogonal_projector(torch.randn(2, 1, 0)).shape == (2, 1, 1)  # rank 0: P = 0
     with pytest.raises(ValueError, match="tall"):
         orthogonal_projector(torch.randn(3, 5))
+
+
+# ---------------------------------------------------------------------------------------------
+# The pluggable orthogonalizers: cholesky (default), polar, bjorck
+
+
+def householder_q(matrix: torch.Tensor) -> torch.Tensor:
+    """Q of Householder QR with R's diagonal made positive: the unique Q that Cholesky QR computes."""
+    q, r = torch.linalg.qr(matrix)
+    return q * torch.sign(r.diagonal(dim1=-2, dim2=-1)).unsqueeze(-2)
+
+
+@pytest.mark.parametrize("name", list(ORTHOGONALIZERS))
+@pytest.mark.parametrize("shape", [(6, 6), (9, 4), (4, 9), (3, 7, 5)])
+def test_every_orthogonalizer_has_an_exact_gradient_and_an_orthonormal_result(name, shape):
+    matrix = polar_factor(torch.randn(*shape, dtype=torch.float64)) + 0.2 * torch.randn(*shape, dtype=torch.float64)
+    orthogonalize = resolve_orthogonalizer(name)
+    result = orthogonalize(matrix)
+    narrow = min(shape[-2:])
+    gram = result.mT @ result if shape[-2] >= shape[-1] else result @ result.mT
+    torch.testing.assert_close(gram, torch.eye(narrow, dtype=torch.float64).expand_as(gram), atol=1e-12, rtol=0)
+    assert torch.autograd.gradcheck(orthogonalize, (matrix.clone().requires_grad_(True),))
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (9, 4), (4, 9), (3, 7, 5)])
+def test_cholesky_is_householder_qr_and_a_rotation_of_bjorcks_limit(shape):
+    matrix = torch.randn(*shape, dtype=torch.float64)
+    result = cholesky_qr(matrix)
+    wide = shape[-2] < shape[-1]
+    expected = householder_q(matrix.mT).mT if wide else householder_q(matrix)
+    torch.testing.assert_close(result, expected, atol=1e-12, rtol=0)
+    # same span as Björck's limit, so the same projector, and Q_chol = Q_polar · (an orthogonal matrix)
+    limit = bjorck(matrix, iters=60, tol=0)
+    tall, tall_limit = (result.mT, limit.mT) if wide else (result, limit)
+    torch.testing.assert_close(tall @ tall.mT, tall_limit @ tall_limit.mT, atol=1e-10, rtol=0)
+    rotation = tall_limit.mT @ tall
+    eye = torch.eye(shape[-1] if not wide else shape[-2], dtype=torch.float64)
+    torch.testing.assert_close(rotation.mT @ rotation, eye.expand_as(rotation), atol=1e-10, rtol=0)
+
+
+def test_cholesky_second_pass_and_fallbacks():
+    # forced second pass (tol < 0): the combined factor still gives the exact gradient
+    matrix = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda m: _CholeskyQR.apply(m, -1.0)[0], (matrix,))
+    assert torch.autograd.gradcheck(lambda m: _OrthogonalProjector.apply(m, -1.0)[0], (matrix,))
+    # float32, cond = 1e3: one pass loses ~κ²·eps, the second pass repairs it
+    badly = polar_factor(torch.randn(200, 50)) @ torch.diag(torch.logspace(0, 3, 50)) @ polar_factor(torch.randn(50, 50))
+    assert (torch.linalg.svdvals(cholesky_qr(badly).double()) - 1).abs().max() < 1e-5
+    # rank deficient: Cholesky breaks down, Björck takes over and leaves the zero column at zero
+    deficient = torch.randn(10, 4)
+    deficient[:, 2] = 0
+    result = cholesky_qr(deficient)
+    assert torch.isfinite(result).all() and torch.all(result[:, 2] == 0)
+    assert (torch.linalg.svdvals(result.double())[:3] - 1).abs().max() < 1e-5
+
+
+def test_orthogonalizer_choices():
+    assert resolve_orthogonalizer("polar") is polar and resolve_orthogonalizer(cholesky_qr) is cholesky_qr
+    assert list(ORTHOGONALIZERS)[0] == DEFAULT_ORTHOGONALIZER == "cholesky"
+    with pytest.raises(ValueError, match="unknown orthogonalizer 'qr'; expected one of 'cholesky', 'polar', 'bjorck'"):
+        resolve_orthogonalizer("qr")
+
+
+def adam_on_regression(layer: torch.nn.Module, inputs: int, steps: int = 200, lr: float = 1e-2) -> None:
+    """The issue's stress test: Adam at lr 1e-2 moves the raw matrix far from orthogonal (cond ≫ 10)."""
+    optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
+    x = torch.rand(8, inputs)
+    target = torch.randn_like(layer(x))
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (layer(x) - target).square().mean().backward()
+        optimizer.step()
+
+
+# the issue's BjorckLinear shapes (tall, square, wide) for the default; a quarter of each side for the
+# slower orthogonalizers, whose full-size run would take minutes
+@pytest.mark.parametrize(
+    "name, in_features, out_features",
+    [("cholesky", 3136, 512), ("cholesky", 1024, 1024), ("cholesky", 100, 1568)]
+    + [(name, i, o) for name in ("polar", "bjorck") for i, o in ((784, 128), (256, 256), (25, 392))],
+)
+def test_float32_weights_stay_orthonormal_after_200_adam_steps(name, in_features, out_features):
+    layer = BjorckLinear(in_features, out_features, orthogonalizer=name)
+    adam_on_regression(layer, in_features)
+    raw = layer.parametrizations.weight.original.detach().double()
+    assert torch.linalg.cond(raw) > 2  # the stress is real: far from the orthogonal start (cond 1)
+    sigma = torch.linalg.svdvals(layer.weight.detach().double())
+    assert (sigma - 1).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", list(ORTHOGONALIZERS))
+def test_rko_stays_orthonormal_after_200_adam_steps(name):
+    layer = RKOConv2d(16, 32, 3, orthogonalizer=name)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    x = torch.rand(4, 16, 8, 8)
+    target = torch.randn(4, 32, 8, 8)
+    for _ in range(200):
+        optimizer.zero_grad()
+        (layer(x) - target).square().mean().backward()
+        optimizer.step()
+    matrix = layer.weight.detach().double().flatten(1) * layer.conv_kernel_size  # the (out, in·k²) reshaped kernel
+    assert (torch.linalg.svdvals(matrix) - 1).abs().max() < 1e-5

@@ -191,11 +191,11 @@ def test_bcop_kernel_2d_matches_bcop_layer(n, kernel_size):
     h = T.random_orthogonal(n, 1, gen)
     bases = torch.stack([orthonormal_columns(n, n // 2, gen) for _ in range(2 * (kernel_size - 1))])
     with torch.no_grad():
-        layer.orthogonal.copy_(h)
-        layer.projector_bases.copy_(bases)
+        layer.parametrizations.weight.original.copy_(h)
+        layer.parametrizations.weight[0].projector_spans.copy_(bases)
     projectors = [r @ r.T for r in bases]
     expected = T.bcop_kernel_2d(h, projectors[0::2], projectors[1::2])
-    torch.testing.assert_close(layer.effective_weight(), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(layer.weight, expected, atol=1e-12, rtol=0)
     # swapping the roles of the vertical and horizontal projectors gives a different kernel
     assert not torch.allclose(T.bcop_kernel_2d(h, projectors[1::2], projectors[0::2]), expected, atol=1e-6)
     rank = n - n // 2

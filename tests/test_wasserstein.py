@@ -96,7 +96,7 @@ def test_upsampling_counts_its_factor_in_the_bound():
     linear = BjorckLinear(16 * 16, 1)
     with torch.no_grad():
         pattern = nn.functional.interpolate(torch.randn(1, 1, 8, 8), scale_factor=2.0).flatten()
-        linear.weight.copy_(pattern / pattern.norm())
+        linear.parametrizations.weight.original.copy_(pattern / pattern.norm())
     critic = nn.Sequential(NearestUpsampling(2), nn.Flatten(), linear)
     x = torch.randn(1, 1, 8, 8, requires_grad=True)
     (gradient,) = torch.autograd.grad(critic(x).sum(), x)

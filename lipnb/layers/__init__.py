@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+from torch import nn
+
 from lipnb._validation import require_choice
 from lipnb.layers.activations import GroupSort, MaxMin
 from lipnb.layers.bcop import BCOPConv2d
-from lipnb.layers.computed import ComputedWeight
 from lipnb.layers.conv import LipschitzConv2d, PlainConv2d
 from lipnb.layers.downsampling import InvertibleDownsampling
 from lipnb.layers.linear import BjorckLinear
+from lipnb.layers.parametrized import Orthonormal, WeightMap
 from lipnb.layers.ossn import OSSNConv2d
 from lipnb.layers.rko import RKOConv2d
 from lipnb.layers.svcm import SVCMConv2d
@@ -24,26 +29,49 @@ CONV_KINDS: dict[str, type[LipschitzConv2d]] = {
 
 
 def lipschitz_conv(
-    kind: str, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True
+    kind: str,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    bias: bool = True,
+    **options: Any,
 ) -> LipschitzConv2d:
-    """The convolution of ``kind`` (one of :data:`CONV_KINDS`) with the shared signature."""
+    """The convolution of ``kind`` (one of :data:`CONV_KINDS`) with the shared signature.
+
+    ``options`` are the kind's keyword-only options (:func:`layer_options`), e.g.
+    ``orthogonalizer="bjorck"`` for ``bcop`` and ``rko``, ``power_iters`` for ``ossn``.
+    """
     require_choice("kind", kind, tuple(CONV_KINDS))
-    return CONV_KINDS[kind](in_channels, out_channels, kernel_size, stride, bias)
+    layer_class = CONV_KINDS[kind]
+    unknown = sorted(set(options) - set(layer_options(layer_class)))
+    if unknown:
+        accepted = ", ".join(layer_options(layer_class)) or "none"
+        raise ValueError(f"conv kind {kind!r} has no option {', '.join(map(repr, unknown))}; its options: {accepted}")
+    return layer_class(in_channels, out_channels, kernel_size, stride, bias, **options)
+
+
+def layer_options(layer_class: type[nn.Module]) -> tuple[str, ...]:
+    """The keyword-only options of a layer class, e.g. ``("orthogonalizer",)`` for :class:`BCOPConv2d`."""
+    parameters = inspect.signature(layer_class.__init__).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 __all__ = [
     "BCOPConv2d",
     "BjorckLinear",
     "CONV_KINDS",
-    "ComputedWeight",
     "GroupSort",
     "InvertibleDownsampling",
     "LipschitzConv2d",
     "MaxMin",
     "NearestUpsampling",
     "OSSNConv2d",
+    "Orthonormal",
     "PlainConv2d",
     "RKOConv2d",
     "SVCMConv2d",
+    "WeightMap",
+    "layer_options",
     "lipschitz_conv",
 ]

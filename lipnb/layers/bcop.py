@@ -6,11 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lipnb._validation import require_choice
 from lipnb.layers.conv import LipschitzConv2d
-from lipnb.orthogonal import bjorck, orthogonal_projector, polar
-
-ORTHOGONALIZERS = ("polar", "bjorck")
+from lipnb.layers.parametrized import Orthonormal, parametrize_weight
+from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER, OrthogonalizerChoice, bjorck, orthogonal_projector
 
 
 class BCOPConv2d(LipschitzConv2d):
@@ -20,10 +18,10 @@ class BCOPConv2d(LipschitzConv2d):
     rank ⌊n/2⌋ and ``H`` is an ``out × in`` semi-orthogonal matrix placed on the narrower side, so
     the operator is an isometry for ``in < out``, a co-isometry for ``in > out`` and orthogonal
     for ``in = out``. In symbol form (□ is a product of polynomials, Sec. 3.2) each 1-D factor is
-    ``P + (I − P) z``. Only ``H`` (n × min(in, out)) and the projector bases ``R`` (n × ⌊n/2⌋,
-    ``P = R Rᵀ``) are orthonormalized; ``orthogonalizer`` picks how (see :meth:`_orthogonal_factors`),
-    both giving the same kernel to float precision. ``bjorck_iters`` and ``bjorck_tol`` configure
-    ``orthogonalizer="bjorck"``.
+    ``P + (I − P) z``. ``weight`` is the kernel; the trained tensors are
+    ``parametrizations.weight.original`` (the unconstrained ``n × min(in, out)`` matrix that
+    ``orthogonalizer`` maps to ``H``) and ``parametrizations.weight[0].projector_spans`` (the
+    ``2(k−1)`` unconstrained ``n × ⌊n/2⌋`` matrices whose column spaces the projectors project onto).
     """
 
     def __init__(
@@ -34,47 +32,52 @@ class BCOPConv2d(LipschitzConv2d):
         stride: int = 1,
         bias: bool = True,
         *,
-        bjorck_iters: int = 20,
-        bjorck_tol: float | None = None,
-        orthogonalizer: str = "polar",
+        orthogonalizer: OrthogonalizerChoice = DEFAULT_ORTHOGONALIZER,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, bias)
-        self.orthogonalizer = require_choice("orthogonalizer", orthogonalizer, ORTHOGONALIZERS)
-        self.bjorck_iters = bjorck_iters
-        self.bjorck_tol = bjorck_tol
         n = max(self.conv_in_channels, out_channels)
-        narrow = min(self.conv_in_channels, out_channels)
-        self.orthogonal = nn.Parameter(nn.init.orthogonal_(torch.empty(n, narrow)))
-        projectors = torch.empty(2 * (self.conv_kernel_size - 1), n, n // 2)
-        for basis in projectors:
-            nn.init.orthogonal_(basis)
-        self.projector_bases = nn.Parameter(projectors)
+        head = nn.init.orthogonal_(torch.empty(n, min(self.conv_in_channels, out_channels)))
+        kernel = BCOPKernel(n, self.conv_kernel_size, transpose=self.conv_in_channels > out_channels,
+                            orthogonalizer=orthogonalizer)
+        parametrize_weight(self, kernel, head)
 
-    def compute_weight(self) -> Tensor:
-        h, projectors = self._orthogonal_factors()
+
+class BCOPKernel(Orthonormal):
+    """The BCOP kernel from the unconstrained ``H`` (the original) and this module's ``projector_spans``.
+
+    ``H`` goes through ``orthogonalizer``; each projector ``P = R (RᵀR)⁻¹ Rᵀ`` depends only on the
+    span of ``R``, so it is the same for every orthogonalizer and computed exactly
+    (:func:`~lipnb.orthogonal.orthogonal_projector`). ``orthogonalizer="bjorck"`` instead runs one
+    batched Björck call on ``H`` and every ``R``, zero-padded to a common width, as the paper does.
+    """
+
+    def __init__(self, n: int, kernel_size: int, transpose: bool, orthogonalizer: OrthogonalizerChoice) -> None:
+        super().__init__(orthogonalizer)
+        self.transpose = transpose
+        spans = torch.empty(2 * (kernel_size - 1), n, n // 2)
+        for span in spans:
+            nn.init.orthogonal_(span)
+        self.projector_spans = nn.Parameter(spans)
+
+    def compute(self, head: Tensor) -> Tensor:
+        h, projectors = self._factors(head)
         kernel = h[:, None, None, :]  # symbol coefficients laid out (n, rows, cols, narrow) while they grow
         for index, projector in enumerate(projectors):
             kernel = _times_projector_factor(kernel, projector, vertical=index % 2 == 0)
         # the transposed symbol is a co-isometry; clone gives standard strides even with a size-1 dim
-        order = (3, 0, 1, 2) if self.conv_in_channels > self.out_channels else (0, 3, 1, 2)
+        order = (3, 0, 1, 2) if self.transpose else (0, 3, 1, 2)
         return kernel.permute(order).clone(memory_format=torch.contiguous_format)
 
-    def _orthogonal_factors(self) -> tuple[Tensor, Tensor]:
-        """The semi-orthogonal ``H`` and the projectors ``P = R Rᵀ`` of Algorithm 1, ``R`` orthonormalized.
-
-        ``"polar"`` computes the exact limits of the Björck iteration: ``H``'s polar factor, and each
-        projector as ``R (RᵀR)⁻¹ Rᵀ`` (it depends only on the span of ``R``), both with closed-form
-        backwards. ``"bjorck"`` runs one batched Björck call on ``H`` and every ``R``, zero-padded to a
-        common width, as the paper does.
-        """
-        h, bases = self.orthogonal, self.projector_bases
-        if self.orthogonalizer == "polar":
-            return polar(h), orthogonal_projector(bases)
-        width = max(h.shape[-1], bases.shape[-1])
-        stack = torch.cat([F.pad(h, (0, width - h.shape[-1]))[None], F.pad(bases, (0, width - bases.shape[-1]))])
-        stack = bjorck(stack, iters=self.bjorck_iters, tol=self.bjorck_tol)
-        bases = stack[1:, :, : bases.shape[-1]]
-        return stack[0, :, : h.shape[-1]], bases @ bases.mT
+    def _factors(self, head: Tensor) -> tuple[Tensor, Tensor]:
+        """The semi-orthogonal ``H`` and the projectors of Algorithm 1."""
+        spans = self.projector_spans
+        if self.orthogonalizer != "bjorck":
+            return super().compute(head), orthogonal_projector(spans)
+        width = max(head.shape[-1], spans.shape[-1])
+        stack = torch.cat([F.pad(head, (0, width - head.shape[-1]))[None], F.pad(spans, (0, width - spans.shape[-1]))])
+        stack = bjorck(stack)
+        bases = stack[1:, :, : spans.shape[-1]]
+        return stack[0, :, : head.shape[-1]], bases @ bases.mT
 
 
 def _times_projector_factor(kernel: Tensor, projector: Tensor, vertical: bool) -> Tensor:

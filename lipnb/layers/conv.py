@@ -4,7 +4,8 @@ A layer ``(in_channels, out_channels, kernel_size, stride)`` is a stride-1 circu
 (same spatial size, even kernels included). Stride ``s > 1`` means invertible downsampling by
 ``s`` followed by a stride-1 convolution on ``s²·in_channels`` channels with kernel ``⌈k/s⌉``
 (BCOP paper, Sec. 4.3: the replacement for a 4×4 stride-2 conv is downsampling + a 2×2 conv).
-Subclasses only say how the kernel is computed.
+Subclasses only say how the kernel is computed: ``layer.weight`` is always that kernel, the
+weight of the equivalent ``nn.Conv2d`` (:mod:`lipnb.layers.parametrized`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from torch import Tensor, nn
 
 from lipnb._validation import require_positive_int
 from lipnb.circulant import circular_conv2d
-from lipnb.layers.computed import ComputedWeight
+from lipnb.layers.parametrized import layer_name
 from lipnb.layers.downsampling import InvertibleDownsampling
 
 
-class LipschitzConv2d(ComputedWeight):
-    """Base class: (optional invertible downsampling) → circular conv with a computed kernel."""
+class LipschitzConv2d(nn.Module):
+    """Base class: (optional invertible downsampling) → circular conv with the kernel ``self.weight``."""
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True
@@ -57,7 +58,7 @@ class LipschitzConv2d(ComputedWeight):
         """Check the input, remember its size, and downsample it if ``stride > 1``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"{type(self).__name__} expects input of shape (batch, {self.in_channels}, height, width) "
+                f"{layer_name(self)} expects input of shape (batch, {self.in_channels}, height, width) "
                 f"(in_channels={self.in_channels}); got {tuple(x.shape)}"
             )
         self.conv_input_size(x.shape[-2:])
@@ -65,11 +66,11 @@ class LipschitzConv2d(ComputedWeight):
         return x if self.downsample is None else self.downsample(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        return circular_conv2d(self.prepare_input(x), self.effective_weight(), self.bias)
+        return circular_conv2d(self.prepare_input(x), self.weight, self.bias)
 
     def vanilla_export(self) -> nn.Module:
         """An equivalent plain-torch module: ``nn.Conv2d`` (after ``nn.PixelUnshuffle`` if strided)."""
-        weight = self.effective_weight().detach()
+        weight = self.weight.detach()
         conv = nn.Conv2d(
             self.conv_in_channels,
             self.out_channels,
@@ -101,9 +102,6 @@ class PlainConv2d(LipschitzConv2d):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, bias)
         self.weight = nn.Parameter(default_conv_kernel(self.kernel_shape))
-
-    def compute_weight(self) -> Tensor:
-        return self.weight
 
 
 def default_conv_kernel(shape: tuple[int, ...]) -> Tensor:

@@ -6,12 +6,17 @@ import torch
 from torch import Tensor, nn
 
 from lipnb._validation import require_positive_int
-from lipnb.layers.computed import ComputedWeight
-from lipnb.orthogonal import bjorck
+from lipnb.layers.parametrized import Orthonormal, parametrize_weight
+from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER, OrthogonalizerChoice
 
 
-class BjorckLinear(ComputedWeight):
-    """``y = W x + b`` with ``W`` the Björck orthonormalization of an unconstrained matrix."""
+class BjorckLinear(nn.Module):
+    """``y = W x + b`` with ``W`` (``weight``) the orthonormalization of an unconstrained matrix.
+
+    ``W`` has orthonormal rows (``out ≤ in``) or columns (``out ≥ in``). The paper orthonormalizes
+    by Björck's iteration; ``orthogonalizer`` picks the method (see :mod:`lipnb.orthogonal`). The
+    trained tensor is ``parametrizations.weight.original``.
+    """
 
     def __init__(
         self,
@@ -19,30 +24,25 @@ class BjorckLinear(ComputedWeight):
         out_features: int,
         bias: bool = True,
         *,
-        bjorck_iters: int = 20,
-        bjorck_tol: float | None = None,
+        orthogonalizer: OrthogonalizerChoice = DEFAULT_ORTHOGONALIZER,
     ) -> None:
         super().__init__()
         self.in_features = require_positive_int("in_features", in_features)
         self.out_features = require_positive_int("out_features", out_features)
-        self.bjorck_iters = bjorck_iters
-        self.bjorck_tol = bjorck_tol
-        self.weight = nn.Parameter(nn.init.orthogonal_(torch.empty(out_features, in_features)))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    def compute_weight(self) -> Tensor:
-        return bjorck(self.weight, iters=self.bjorck_iters, tol=self.bjorck_tol)
+        raw = nn.init.orthogonal_(torch.empty(out_features, in_features))
+        parametrize_weight(self, Orthonormal(orthogonalizer), raw)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"BjorckLinear expects inputs with last dimension in_features={self.in_features}; got {tuple(x.shape)}"
             )
-        return nn.functional.linear(x, self.effective_weight(), self.bias)
+        return nn.functional.linear(x, self.weight, self.bias)
 
     def vanilla_export(self) -> nn.Linear:
         """An equivalent ``nn.Linear`` holding the computed weight."""
-        weight = self.effective_weight().detach()
+        weight = self.weight.detach()
         linear = nn.Linear(
             self.in_features, self.out_features, bias=self.bias is not None, device=weight.device, dtype=weight.dtype
         )
@@ -54,3 +54,4 @@ class BjorckLinear(ComputedWeight):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
