@@ -11,46 +11,52 @@ each reported as a ratio to ``nn.Conv2d(cin, cout, k, padding="same", padding_mo
 of the same shape, timed in the same process and the same interleaved rounds (the physical limit).
 Strided paper layers are invertible downsampling (pixel unshuffle) + a stride-1 conv; the
 downsampling is the same permutation for every kind, so only the stride-1 conv is timed.
+``--orthogonalizer`` times each named orthogonalizer as its own column (``bcop[bjorck]``) for the
+kinds that take one (BCOP, RKO); without it the library default is used and no option is passed.
 
 Run from the repository root (prints a Markdown table, writes ``benchmarks/results/layers.json``)::
 
     python benchmarks/layers.py
     python benchmarks/layers.py --shapes headline --kinds bcop,plain
-    python benchmarks/layers.py --quick    # smoke test: batch 8, 2 steps, 2 rounds
+    python benchmarks/layers.py --kinds bcop,rko --orthogonalizer cholesky,polar,bjorck
+    python benchmarks/layers.py --quick    # smoke test: batch 8, 2 steps, 2 rounds, no warm-up
 
 On a machine shared with other busy processes, add ``--threads 1``: a multi-threaded step waits
 for its slowest thread, and a thread that has to share a core with another process is only
 scheduled on timer ticks, which made 2-thread steps up to 8× slower and their ratios meaningless.
-The script also keeps glibc from returning freed memory to the OS (see :func:`keep_freed_memory`).
+The process is an ordinary one, with no allocator or scheduler tuning: layers are timed as a user's
+script runs them (see ``timing.py`` beside this file, shared with ``models.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import platform
-import shlex
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from lipnb.layers import CONV_KINDS, lipschitz_conv
+from lipnb.layers import CONV_KINDS, layer_options, lipschitz_conv
+from timing import (
+    WARMUP_STEPS,
+    Subject,
+    Variant,
+    add_orthogonalizer_option,
+    interleaved_rounds,
+    metadata,
+    parse_choices,
+    parse_orthogonalizers,
+    training_subject,
+)
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "layers.json"
 BASELINE = "nn.Conv2d"
-WARMUP_STEPS = 5
-LEARNING_RATE = 1e-3
-TRAIN_TARGET = 1.2  # README: BCOP training step ≤ 1.2× nn.Conv2d at the headline shapes
-EVAL_TARGET = 1.05  # README: BCOP eval forward ≤ 1.05× nn.Conv2d at the headline shapes
+TRAIN_TARGET = 1.10  # target: BCOP training step ≤ 1.10× nn.Conv2d at the headline shapes
+EVAL_TARGET = 1.02  # target: BCOP eval forward ≤ 1.02× nn.Conv2d at the headline shapes
 
 
 @dataclass(frozen=True)
@@ -93,18 +99,6 @@ SHAPES: tuple[Shape, ...] = (
 )
 
 
-@dataclass
-class Subject:
-    """A module under test with its two timed steps and the per-step times collected so far."""
-
-    name: str
-    module: nn.Module
-    train_step: Callable[[], None]
-    eval_step: Callable[[], None]
-    train_times: list[float]
-    eval_times: list[float]
-
-
 @dataclass(frozen=True)
 class KindResult:
     train_ms: float
@@ -129,167 +123,88 @@ class Row:
         }
 
 
-def make_subject(name: str, module: nn.Module, x: Tensor) -> Subject:
-    """Wrap ``module`` with a fresh Adam optimizer and its training and eval steps on ``x``."""
-    optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
-
-    def train_step() -> None:
-        optimizer.zero_grad()
-        module(x).square().mean().backward()
-        optimizer.step()
-
-    @torch.no_grad()
-    def eval_step() -> None:
-        module(x)
-
-    return Subject(name, module, train_step, eval_step, [], [])
+def mean_square(out: Tensor) -> Tensor:
+    """The training loss of a lone layer: the mean square of its output."""
+    return out.square().mean()
 
 
-def make_subjects(shape: Shape, kinds: list[str], batch: int) -> list[Subject]:
-    """The baseline and one layer per kind, all seeded alike and sharing one fixed input."""
+def make_subjects(shape: Shape, variants: list[Variant], batch: int) -> list[Subject]:
+    """The baseline and one layer per variant, all seeded alike and sharing one fixed input."""
     torch.manual_seed(0)
     x = torch.rand(batch, shape.cin, shape.size, shape.size)
     baseline = nn.Conv2d(shape.cin, shape.cout, shape.kernel, padding="same", padding_mode="circular")
-    subjects = [make_subject(BASELINE, baseline, x)]
-    for kind in kinds:
-        layer = lipschitz_conv(kind, shape.cin, shape.cout, shape.kernel)
-        subjects.append(make_subject(kind, layer, x))
+    subjects = [training_subject(BASELINE, baseline, x, mean_square)]
+    for variant in variants:
+        layer = lipschitz_conv(variant.kind, shape.cin, shape.cout, shape.kernel, **variant.options)
+        subjects.append(training_subject(variant.label, layer, x, mean_square))
     return subjects
 
 
-def timed(step: Callable[[], None], count: int) -> list[float]:
-    """Seconds taken by each of ``count`` calls of ``step``."""
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def measure(subject: Subject, steps: int) -> tuple[list[float], list[float]]:
-    """``steps`` timed training steps, then ``steps`` timed eval forwards."""
-    subject.module.train()
-    train_times = timed(subject.train_step, steps)
-    subject.module.eval()
-    subject.eval_step()  # untimed: recompute the eval-mode kernel cache after the optimizer steps
-    return train_times, timed(subject.eval_step, steps)
-
-
-def benchmark_shape(shape: Shape, kinds: list[str], batch: int, steps: int, rounds: int) -> Row:
-    """Warm every subject up, then time them in interleaved rounds (order rotated each round)."""
-    subjects = make_subjects(shape, kinds, batch)
-    for subject in subjects:
-        measure(subject, WARMUP_STEPS)
-    for index in range(rounds):
-        shift = index % len(subjects)
-        for subject in subjects[shift:] + subjects[:shift]:
-            train_times, eval_times = measure(subject, steps)
-            subject.train_times += train_times
-            subject.eval_times += eval_times
-    medians = {s.name: (median_ms(s.train_times), median_ms(s.eval_times)) for s in subjects}
-    plain_train, plain_eval = medians.pop(BASELINE)
+def benchmark_shape(shape: Shape, variants: list[Variant], batch: int, steps: int, rounds: int, warmup: int) -> Row:
+    """The median times of the baseline and every variant, timed in the same interleaved rounds."""
+    baseline, *subjects = make_subjects(shape, variants, batch)
+    interleaved_rounds([baseline, *subjects], steps, rounds, warmup)
     results = {
-        kind: KindResult(train, evaluation, train / plain_train, evaluation / plain_eval)
-        for kind, (train, evaluation) in medians.items()
+        s.name: KindResult(s.train_ms, s.eval_ms, s.train_ms / baseline.train_ms, s.eval_ms / baseline.eval_ms)
+        for s in subjects
     }
-    return Row(shape, plain_train, plain_eval, results)
+    return Row(shape, baseline.train_ms, baseline.eval_ms, results)
 
 
-def median_ms(times: list[float]) -> float:
-    return 1000 * statistics.median(times)
+def make_variants(kinds: list[str], orthogonalizers: list[str | None]) -> list[Variant]:
+    """One variant per kind and orthogonalizer; a single one for a kind that takes no orthogonalizer."""
+    return [
+        Variant(kind, orthogonalizer)
+        for kind in kinds
+        for orthogonalizer in (orthogonalizers if "orthogonalizer" in layer_options(CONV_KINDS[kind]) else [None])
+    ]
 
 
-def markdown_table(rows: list[Row], kinds: list[str]) -> str:
+def markdown_table(rows: list[Row], variants: list[Variant]) -> str:
     header = ["shape", f"{BASELINE} train (ms)", f"{BASELINE} eval (ms)"]
-    header += [f"{kind} {phase}" for kind in kinds for phase in ("train", "eval")]
+    header += [f"{variant.label} {phase}" for variant in variants for phase in ("train", "eval")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         label = row.shape.label + (" ★" if row.shape.headline else "")
         cells = [label, f"{row.plain_train_ms:.2f}", f"{row.plain_eval_ms:.2f}"]
-        for kind in kinds:
-            result = row.kinds[kind]
+        for variant in variants:
+            result = row.kinds[variant.label]
             cells += [f"{result.train_ratio:.2f}×", f"{result.eval_ratio:.2f}×"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\nRatios are median time / median {BASELINE} time; ★ marks the README headline shapes.")
     return "\n".join(lines)
 
 
-def target_lines(rows: list[Row]) -> list[str]:
-    """PASS/FAIL of the README's BCOP speed targets at each headline shape (informational)."""
-    headline = [row for row in rows if row.shape.headline and "bcop" in row.kinds]
-    if not headline:
+def target_lines(rows: list[Row], variants: list[Variant]) -> list[str]:
+    """PASS/FAIL of the BCOP speed targets at each headline shape, per BCOP variant (informational)."""
+    labels = [variant.label for variant in variants if variant.kind == "bcop"]
+    headline = [row for row in rows if row.shape.headline]
+    if not labels or not headline:
         return ["Targets: not checked (needs kind bcop at the headline shapes)."]
     lines = ["Targets (informational):"]
     for row in headline:
-        result = row.kinds["bcop"]
-        checks = (("train", result.train_ratio, TRAIN_TARGET), ("eval", result.eval_ratio, EVAL_TARGET))
-        for phase, ratio, limit in checks:
-            verdict = "PASS" if ratio <= limit else "FAIL"
-            lines.append(f"- BCOP {phase} ≤ {limit}× at {row.shape.label}: {ratio:.2f}× {verdict}")
+        for label in labels:
+            result = row.kinds[label]
+            checks = (("train", result.train_ratio, TRAIN_TARGET), ("eval", result.eval_ratio, EVAL_TARGET))
+            for phase, ratio, limit in checks:
+                verdict = "PASS" if ratio <= limit else "FAIL"
+                lines.append(f"- {label} {phase} ≤ {limit:.2f}× at {row.shape.label}: {ratio:.3f}× {verdict}")
     return lines
 
 
-def keep_freed_memory() -> bool:
-    """Stop glibc's malloc from handing freed memory back to the OS; False where that is not glibc.
-
-    Otherwise large activations are unmapped when freed and page-faulted in afresh by the next
-    step, depending on the heap's layout: a random ~3 µs per 4 KiB page that made single steps up
-    to 4× slower and swamped the differences between kinds.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where available, else ``platform.processor()``."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def metadata(args: argparse.Namespace, malloc_tuned: bool, load_before: float) -> dict:
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "malloc_keeps_freed_memory": malloc_tuned,
-        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-        "batch": args.batch,
-        "steps": args.steps,
-        "rounds": args.rounds,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_name(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", *sys.argv]),
-    }
-
-
-def parse_kinds(text: str, parser: argparse.ArgumentParser) -> list[str]:
-    kinds = list(dict.fromkeys(kind.strip() for kind in text.split(",") if kind.strip()))
-    unknown = [kind for kind in kinds if kind not in CONV_KINDS]
-    if unknown or not kinds:
-        parser.error(f"--kinds: unknown or empty {unknown or text!r}; choose from {','.join(CONV_KINDS)}")
-    return kinds
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[Variant]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per kind and round (default 10)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--kinds", default=",".join(CONV_KINDS), help="comma list of conv kinds (default all)")
+    add_orthogonalizer_option(parser)
     parser.add_argument("--shapes", choices=("headline", "all"), default="all", help="which shapes (default all)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"JSON output (default {DEFAULT_JSON})")
-    parser.add_argument("--quick", action="store_true", help="smoke test: batch 8, steps 2, rounds 2 (overrides them)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: batch 8, steps 2, rounds 2, no warm-up (overrides them)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.steps, args.rounds = 8, 2, 2
@@ -297,24 +212,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name} must be a positive integer; got {value}")
-    return args, parse_kinds(args.kinds, parser)
+    kinds = parse_choices(args.kinds, CONV_KINDS, "--kinds", parser)
+    return args, make_variants(kinds, parse_orthogonalizers(args.orthogonalizer, parser))
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, kinds = parse_args(argv)
-    malloc_tuned = keep_freed_memory()
+    args, variants = parse_args(argv)
     load_before = os.getloadavg()[0]
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    warmup = 0 if args.quick else WARMUP_STEPS
     shapes = [shape for shape in SHAPES if args.shapes == "all" or shape.headline]
     rows = []
     for shape in shapes:
         print(f"benchmarking {shape.label} ...", file=sys.stderr, flush=True)
-        rows.append(benchmark_shape(shape, kinds, args.batch, args.steps, args.rounds))
-    print(markdown_table(rows, kinds))
-    print("\n".join(["", *target_lines(rows)]))
+        rows.append(benchmark_shape(shape, variants, args.batch, args.steps, args.rounds, warmup))
+    print(markdown_table(rows, variants))
+    print("\n".join(["", *target_lines(rows, variants)]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    report = {"meta": metadata(args, malloc_tuned, load_before), "rows": [row.to_json() for row in rows]}
+    labels = [variant.label for variant in variants]
+    meta = metadata(load_before, batch=args.batch, steps=args.steps, rounds=args.rounds, variants=labels)
+    report = {"meta": meta, "rows": [row.to_json() for row in rows]}
     args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"\nWrote {args.json}", file=sys.stderr)
 
