@@ -50,6 +50,7 @@ from timing import (
     metadata,
     parse_choices,
     parse_orthogonalizers,
+    require_positive_options,
     training_subject,
 )
 
@@ -208,10 +209,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.steps, args.rounds = 8, 2, 2
-    for name in ("batch", "steps", "rounds", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name} must be a positive integer; got {value}")
+    require_positive_options(args, parser)
     kinds = parse_choices(args.kinds, CONV_KINDS, "--kinds", parser)
     return args, make_variants(kinds, parse_orthogonalizers(args.orthogonalizer, parser))
 

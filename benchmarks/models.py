@@ -77,6 +77,7 @@ from timing import (
     metadata,
     parse_choices,
     parse_orthogonalizers,
+    require_positive_options,
     training_subject,
 )
 
@@ -420,10 +421,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         if args.epoch:
             parser.error("--epoch is a full MNIST epoch: it cannot be combined with --quick")
         args.batch, args.steps, args.rounds = 8, 1, 2
-    for name in ("batch", "steps", "rounds", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name} must be a positive integer; got {value}")
+    require_positive_options(args, parser)
     archs = parse_choices(args.archs, ARCHITECTURES, "--archs", parser)
     kinds = [kind for kind in parse_choices(args.kinds, CONV_KINDS, "--kinds", parser) if kind != BASELINE]
     if not kinds:

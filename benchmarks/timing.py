@@ -148,6 +148,14 @@ def metadata(load_before: float, **settings: Any) -> dict[str, Any]:
     }
 
 
+def require_positive_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse a ``--batch``, ``--steps``, ``--rounds`` or ``--threads`` below 1 (``--threads`` may be unset)."""
+    for name in ("batch", "steps", "rounds", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be a positive integer; got {value}")
+
+
 def parse_choices(text: str, choices: Iterable[str], option: str, parser: argparse.ArgumentParser) -> list[str]:
     """The names of the comma list ``text`` (duplicates dropped); a parser error if one is not in ``choices``."""
     choices = tuple(choices)
