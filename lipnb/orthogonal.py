@@ -41,6 +41,9 @@ OrthogonalizerChoice = Union[str, Orthogonalizer]
 
 _POWER_ITERATIONS = 4
 _ERROR_ITERATIONS = 3  # power iterations that estimate ‖QᵀQ − I‖₂ of a result (a rough, cheap estimate)
+_GRAM_CHECK_WORK = 2**19  # m·n² up to which a result's error is measured exactly, from its Gram matrix
+_EXTRA_PASSES = 2  # Cholesky QR passes after the first, at most
+_TRUSTED_DEVIATION = 0.1  # a pass on an input with ‖QᵀQ − I‖ ≤ this returns orthonormal Q to working precision
 
 
 def bjorck(
@@ -116,13 +119,18 @@ def _gram_deviation(gram: Tensor) -> Tensor:
 
 
 def _orthonormality_error(q: Tensor) -> float:
-    """An estimate of the largest ``‖QᵀQ − I‖₂`` over a stack of tall matrices (NaN if any entry is).
+    """``‖QᵀQ − I‖`` of the worst matrix of a stack of tall matrices, measured in float64 (NaN if any entry is).
 
-    Power iteration on ``E = QᵀQ − I`` in float64, ``v ↦ Qᵀ(Qv) − v``: O(mn) per iteration where
-    forming ``QᵀQ`` would cost as much as the orthonormalization itself. It decides only whether a
-    result needs another pass; it bounds nothing.
+    For a small stack (``m·n²`` up to :data:`_GRAM_CHECK_WORK`) the exact Frobenius norm (≥ the
+    spectral norm) from the float64 Gram matrix, a handful of cheap operations. For larger ones an
+    estimate of the spectral norm by power iteration on ``v ↦ Qᵀ(Qv) − v``, O(mn) per iteration
+    where forming ``QᵀQ`` would cost as much as the orthonormalization itself. It decides only
+    whether a result needs another pass; it bounds nothing.
     """
     q = q.detach().double().reshape(-1, *q.shape[-2:])
+    if q.shape[-2] * q.shape[-1] ** 2 <= _GRAM_CHECK_WORK:
+        identity = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+        return float(torch.linalg.matrix_norm(q.mT @ q - identity).max())
     phases = torch.arange(q.shape[-1], dtype=q.dtype, device=q.device)
     vector = torch.sin(1.618 * phases + 0.5).expand(q.shape[0], -1).unsqueeze(-1)  # no common special direction
     for _ in range(_ERROR_ITERATIONS):
@@ -182,10 +190,10 @@ def cholesky_qr(weight: Tensor, tol: float | None = None) -> Tensor:
 
     ``Q = W L⁻ᵀ`` where ``L Lᵀ = WᵀW``: the ``Q`` of the QR decomposition ``W = Q R`` with
     ``R = Lᵀ`` (positive diagonal), so Gram–Schmidt's orthonormalization of the columns. Wide
-    matrices get orthonormal rows. Float32 loses orthogonality ∝ cond(W)², so while the estimated
-    ``‖QᵀQ − I‖₂`` exceeds ``tol`` (default ``64·eps``) a second pass orthonormalizes ``Q`` again
-    (CholeskyQR2); an input that still fails (cond(W) ≳ 1/√eps, or rank deficient) goes to
-    :func:`bjorck`. The backward is closed form (:class:`_CholeskyQR`).
+    matrices get orthonormal rows. Float32 loses orthogonality ∝ cond(W)², so while the measured
+    ``‖QᵀQ − I‖`` exceeds ``tol`` (default ``64·eps``) another pass orthonormalizes ``Q`` again
+    (CholeskyQR2, at most three passes: :func:`_cholesky_qr2`); an input that still fails
+    (cond(W) ≳ 1/eps, or rank deficient) goes to :func:`bjorck`. The backward is closed form (:class:`_CholeskyQR`).
     """
     if weight.numel() == 0:
         return weight
@@ -199,12 +207,26 @@ def cholesky_qr(weight: Tensor, tol: float | None = None) -> Tensor:
 
 
 def _cholesky_qr2(weight: Tensor, tol: float) -> tuple[Tensor, Tensor, bool]:
-    """``(Q, L, converged)`` with ``W = Q Lᵀ``, ``L`` lower triangular: one Cholesky QR pass, two if needed."""
+    """``(Q, L, converged)`` with ``W = Q Lᵀ``, ``L`` lower triangular: Cholesky QR, repeated while needed.
+
+    A result whose measured ``‖QᵀQ − I‖`` is within ``tol`` is done. Otherwise another pass
+    repairs the loss of orthogonality ∝ cond(W)² (CholeskyQR2, Yamamoto et al. 2015); the result
+    of a pass whose input deviated by at most :data:`_TRUSTED_DEVIATION` (cond ≤ 1.1) is
+    orthonormal to working precision and accepted without measuring it again. A NaN (a pass broke
+    down) or a third pass still not trusted is not converged.
+    """
     basis, factor = _cholesky_qr_pass(weight)
-    if _orthonormality_error(basis) <= tol:  # False for NaN (rank deficient)
-        return basis, factor, True
-    basis, second = _cholesky_qr_pass(basis)  # CholeskyQR2: repairs the loss of orthogonality ∝ cond(W)²
-    return basis, factor @ second, _orthonormality_error(basis) <= tol  # W = Q₁L₁ᵀ = Q₂ (L₁L₂)ᵀ
+    for _ in range(_EXTRA_PASSES):
+        deviation = _orthonormality_error(basis)
+        if deviation <= tol:
+            return basis, factor, True
+        if deviation != deviation:  # NaN
+            break
+        basis, second = _cholesky_qr_pass(basis)
+        factor = factor @ second  # W = Q₁L₁ᵀ = Q₂ (L₁L₂)ᵀ
+        if deviation <= _TRUSTED_DEVIATION:
+            return basis, factor, True
+    return basis, factor, False
 
 
 def _cholesky_qr_pass(weight: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,10 @@ from lipnb.orthogonal import (
     DEFAULT_ORTHOGONALIZER,
     ORTHOGONALIZERS,
     _CholeskyQR,
+    _cholesky_qr2,
+    _cholesky_qr_pass,
     _OrthogonalProjector,
+    _orthonormality_error,
     bjorck,
     cholesky_qr,
     orthogonal_projector,
@@ -210,6 +213,12 @@ def test_cholesky_second_pass_and_fallbacks():
     # float32, cond = 1e3: one pass loses ~κ²·eps, the second pass repairs it
     badly = polar_factor(torch.randn(200, 50)) @ torch.diag(torch.logspace(0, 3, 50)) @ polar_factor(torch.randn(50, 50))
     assert (torch.linalg.svdvals(cholesky_qr(badly).double()) - 1).abs().max() < 1e-5
+    # cond = 1e4 ≈ 1/√eps: the first pass is far from orthonormal (‖QᵀQ − I‖ ≈ 1), a third pass finishes
+    worse = polar_factor(torch.randn(200, 50)) @ torch.diag(torch.logspace(0, 4, 50)) @ polar_factor(torch.randn(50, 50))
+    assert _orthonormality_error(_cholesky_qr_pass(worse)[0]) > 0.1
+    basis, factor, converged = _cholesky_qr2(worse, 64 * torch.finfo(torch.float32).eps)
+    assert converged and (torch.linalg.svdvals(basis.double()) - 1).abs().max() < 1e-5
+    torch.testing.assert_close(basis @ factor.mT, worse, atol=1e-3, rtol=1e-4)
     # rank deficient: Cholesky breaks down, Björck takes over and leaves the zero column at zero
     deficient = torch.randn(10, 4)
     deficient[:, 2] = 0
