@@ -10,20 +10,17 @@ as in :class:`lipnb.layers.BCOPConv2d`.
 Everything here is float64. The invariants are read off the kernel alone: an orthogonal
 convolution has ``det W = ±z^d`` (a ±1 monomial), and ``(sign, d)`` cannot change along a
 continuous path of orthogonal kernels, which is why the components can be counted numerically.
+This module computes only; :mod:`lipnb.topology_plots` draws the figures from it.
 """
 
 from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import torch
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from lipnb.circulant import circular_conv2d, conv_singular_values
+from lipnb.circulant import circular_conv2d
 from lipnb.orthogonal import symmetric_projector
 
 DTYPE = torch.float64
@@ -94,66 +91,6 @@ def circular_conv1d(x: Tensor, kernel: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Figure 1: a 1-D orthogonal convolution [P, I − P]
-# ---------------------------------------------------------------------------------------------
-
-
-def figure1_data(theta: float = 0.0) -> dict[str, Tensor]:
-    """The example of Figure 1: a 2-channel, 3-position input through the kernel ``[P, I − P]``.
-
-    ``P = u uᵀ``, ``u = (cos θ, sin θ)``; the default ``θ = 0`` is the paper's projection onto the
-    first channel, so the output keeps channel 1 and delays channel 2 by one position (circularly):
-    ``y[t] = P x[t] + (I − P) x[t − 1]``.
-    """
-    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=DTYPE)  # channels × positions
-    p = rank1_projector(theta)
-    kernel = torch.stack([p, torch.eye(2, dtype=DTYPE) - p], dim=-1)  # (out, in, 2)
-    return {"input": x, "projector": p, "kernel": kernel, "output": circular_conv1d(x, kernel)}
-
-
-def _format_cell(value: float) -> str:
-    return f"{round(value):d}" if abs(value - round(value)) < 1e-9 else f"{value:.2f}"
-
-
-def _draw_cells(ax: Axes, values: Tensor, left: float, title: str, color: str) -> float:
-    """Draw a channels × columns block of numbered unit cells from ``left``; return its right edge."""
-    rows, cols = values.shape
-    scale = float(values.abs().max()) or 1.0
-    for i in range(rows):
-        for j in range(cols):
-            value = float(values[i, j])
-            face = plt.get_cmap(color)(0.1 + 0.5 * abs(value) / scale)
-            ax.add_patch(Rectangle((left + j, rows - 1 - i), 1, 1, facecolor=face, edgecolor="black"))
-            ax.text(left + j + 0.5, rows - 0.5 - i, _format_cell(value), ha="center", va="center", fontsize=11)
-    ax.text(left + cols / 2, rows + 0.25, title, ha="center", va="bottom", fontsize=10)
-    return left + cols
-
-
-def draw_figure1(ax: Axes | None = None, theta: float = 0.0) -> Axes:
-    """Figure 1 cell by cell: input ∗ [P, I − P] = output (channels as rows, positions as columns)."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9, 2.4))
-    data = figure1_data(theta)
-    kernel = data["kernel"]
-    right = _draw_cells(ax, data["input"], 0.0, "input x", "Blues")
-    ax.text(right + 0.5, 1, "∗", ha="center", va="center", fontsize=18)
-    right = _draw_cells(ax, kernel[:, :, 0], right + 1, "tap 0: P", "Oranges")
-    right = _draw_cells(ax, kernel[:, :, 1], right + 0.4, "tap 1: I − P", "Oranges")
-    ax.text(right + 0.5, 1, "=", ha="center", va="center", fontsize=18)
-    right = _draw_cells(ax, data["output"], right + 1, "output y", "Greens")
-    for channel in range(2):
-        ax.text(-0.2, 1.5 - channel, f"ch {channel + 1}", ha="right", va="center", fontsize=9)
-    for t in range(3):
-        ax.text(t + 0.5, -0.15, f"t={t}", ha="center", va="top", fontsize=8)
-    ax.set_xlim(-1.0, right + 0.2)
-    ax.set_ylim(-0.6, 2.8)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    ax.set_title("y[t] = P x[t] + (I − P) x[t − 1]", fontsize=11)
-    return ax
-
-
-# ---------------------------------------------------------------------------------------------
 # 𝐏(n): symmetric projectors, one connected component per rank
 # ---------------------------------------------------------------------------------------------
 
@@ -202,28 +139,6 @@ def distance_to_projectors_along_segment(p0: Tensor, p1: Tensor, steps: int) -> 
     t = torch.linspace(0, 1, steps, dtype=DTYPE)[:, None, None]
     segment = (1 - t) * _f64(p0) + t * _f64(p1)
     return torch.linalg.matrix_norm(segment @ segment - segment)
-
-
-def draw_rank_invariance(
-    n: int = 3, rank: int = 1, steps: int = 101, generator: torch.Generator | None = None
-) -> Figure:
-    """Rank along a parameter path (constant) beside the projector defect along a rank-changing segment."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    t = torch.linspace(0, 1, steps)
-    raw_start, raw_end = (torch.randn(n, rank, dtype=DTYPE, generator=generator) for _ in range(2))
-    left.plot(t, rank_along_path(raw_start, raw_end, steps), marker=".", linestyle="none")
-    left.set_ylim(-0.5, n + 0.5)
-    left.set_yticks(range(n + 1))
-    left.set_xlabel("t  (raw = (1 − t) raw₀ + t raw₁)")
-    left.set_ylabel("rank P(t)")
-    left.set_title(f"parameter path, n = {n}: rank stays {rank}")
-    p0, p1 = random_projector(n, rank, generator), random_projector(n, rank + 1, generator)
-    right.plot(t, distance_to_projectors_along_segment(p0, p1, steps))
-    right.set_xlabel("t  (P(t) = (1 − t) P₀ + t P₁)")
-    right.set_ylabel("‖P(t)² − P(t)‖_F")
-    right.set_title(f"matrix segment, rank {rank} → {rank + 1}: leaves $\\mathbf{{P}}({n})$")
-    figure.tight_layout()
-    return figure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,41 +402,46 @@ def theorem3_error(n: int, kernel_size: int, generator: torch.Generator | None =
 
 
 # ---------------------------------------------------------------------------------------------
-# Interactive view
+# Figure 1 and the interactive view: 2-channel 1-D kernels [P₁, I − P₁] □ ⋯
 # ---------------------------------------------------------------------------------------------
 
 
-def explorer_kernel(theta: float, kernel_size: int, rank: int) -> Tensor:
-    """2-channel 1-D kernel ``[P₁, I−P₁] □ ⋯`` (``H = I``), its ``kernel_size − 1`` projectors of rank ``rank``.
+def explorer_projectors(theta: float, kernel_size: int, rank: int) -> list[Tensor]:
+    """The ``kernel_size − 1`` 2-channel projectors of :func:`explorer_kernel`, all of rank ``rank``.
 
-    Rank 1 factors are ``P(θ + iπ/4)``, rank 0 and 2 are ``0`` and ``I`` (𝐏(2)'s other components are points).
+    Rank 1: ``Pᵢ = P(θ + (i − 1)π/4)``, ``i = 1, …, K − 1`` (:func:`rank1_projector`); rank 0 and 2:
+    ``0`` and ``I``, as 𝐏(2)'s other components are points (Sec. 3.1).
     """
     if rank not in (0, 1, 2):
         raise ValueError(f"rank must be 0, 1 or 2; got {rank}")
+    if kernel_size < 2:
+        raise ValueError(f"kernel_size must be at least 2; got {kernel_size}")
     fixed = {0: torch.zeros(2, 2, dtype=DTYPE), 2: torch.eye(2, dtype=DTYPE)}
     angles = [theta + i * math.pi / 4 for i in range(kernel_size - 1)]
-    projectors = [rank1_projector(angle) if rank == 1 else fixed[rank] for angle in angles]
-    return bcop_kernel_1d(torch.eye(2, dtype=DTYPE), projectors)
+    return [rank1_projector(angle) if rank == 1 else fixed[rank] for angle in angles]
 
 
-def draw_projector_explorer(theta: float = 0.0, kernel_size: int = 3, rank: int = 1) -> Figure:
-    """Figure 1 at angle θ beside ``det W(z)`` of :func:`explorer_kernel`: θ moves the kernel, not the invariant."""
-    figure = plt.figure(figsize=(13, 2.8))
-    left = figure.add_axes((0.0, 0.05, 0.6, 0.85))
-    right = figure.add_axes((0.66, 0.2, 0.32, 0.65))
-    draw_figure1(left, theta)
+def explorer_kernel(theta: float, kernel_size: int, rank: int) -> Tensor:
+    """2-channel ``(2, 2, K)`` kernel ``[P₁, I−P₁] □ ⋯`` (``H = I``) of :func:`explorer_projectors`.
+
+    Theorem 1: its invariant is ``(+1, (K − 1)(2 − rank))`` whatever ``θ``.
+    """
+    return bcop_kernel_1d(torch.eye(2, dtype=DTYPE), explorer_projectors(theta, kernel_size, rank))
+
+
+def figure1_data(theta: float = 0.0, kernel_size: int = 2, rank: int = 1) -> dict[str, Tensor]:
+    """Figure 1 of the paper, at any explorer setting: a 2-channel input through :func:`explorer_kernel`.
+
+    The defaults give the paper's example, the kernel ``[P, I − P]`` with ``P`` the projection onto
+    the first channel: the output keeps channel 1 and delays channel 2 by one position
+    (circularly), ``y[t] = P x[t] + (I − P) x[t − 1]``. In general ``y[t] = Σ_a K_a x[t − a]`` with
+    the ``K`` taps of ``F_{K−1}(z) ⋯ F_1(z)``, ``F_i(z) = P_i + (I − P_i) z``. The input holds
+    ``1, 2, …`` channel by channel on ``max(3, K)`` positions, so the taps shift by distinct amounts.
+
+    Returns ``input`` ``(2, L)``, ``projectors`` ``(K − 1, 2, 2)``, ``kernel`` ``(2, 2, K)``, ``output`` ``(2, L)``.
+    """
+    projectors = explorer_projectors(theta, kernel_size, rank)
     kernel = explorer_kernel(theta, kernel_size, rank)
-    coefficients = symbol_determinant_1d(kernel)
-    sign, d = invariant_1d(kernel)
-    sigma = conv_singular_values(kernel[:, :, None, :], (1, 16))
-    right.stem(range(len(coefficients)), coefficients)
-    right.set_ylim(-1.3, 1.3)
-    right.set_xticks(range(len(coefficients)))
-    right.set_xlabel("power of z")
-    right.set_ylabel("coefficient of det W(z)")
-    right.set_title(
-        f"K = {kernel_size}, rank {rank}: det W = {'+' if sign > 0 else '−'}$z^{{{d}}}$; "
-        f"σ ∈ [{float(sigma.min()):.3f}, {float(sigma.max()):.3f}]",
-        fontsize=10,
-    )
-    return figure
+    positions = max(3, kernel_size)
+    x = torch.arange(1, 2 * positions + 1, dtype=DTYPE).reshape(2, positions)  # channels × positions
+    return {"input": x, "projectors": torch.stack(projectors), "kernel": kernel, "output": circular_conv1d(x, kernel)}

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lipnb import topology as T
+from lipnb import topology_plots as TP
 from lipnb.layers import BCOPConv2d
 
 F64 = torch.float64
@@ -24,7 +25,7 @@ def orthonormal_columns(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
 def test_figure1_output_by_hand():
     data = T.figure1_data()
     x = data["input"]
-    torch.testing.assert_close(data["projector"], torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=F64))
+    torch.testing.assert_close(data["projectors"], torch.tensor([[[1.0, 0.0], [0.0, 0.0]]], dtype=F64))
     torch.testing.assert_close(data["kernel"][:, :, 1], torch.tensor([[0.0, 0.0], [0.0, 1.0]], dtype=F64))
     expected = torch.stack([x[0], x[1, [2, 0, 1]]])  # channel 1 kept, channel 2 delayed by one (circularly)
     torch.testing.assert_close(data["output"], expected, atol=0, rtol=0)
@@ -40,8 +41,23 @@ def test_figure1_kernel_is_orthogonal(theta):
     assert not torch.allclose(dense, torch.eye(6, dtype=F64))  # and it is not the identity
 
 
+@pytest.mark.parametrize(("kernel_size", "rank"), [(2, 0), (3, 2), (4, 0), (5, 1)])
+def test_figure1_data_follows_kernel_size_and_rank(kernel_size, rank):
+    data = T.figure1_data(0.4, kernel_size, rank)
+    x, positions = data["input"], max(3, kernel_size)
+    assert x.shape == data["output"].shape == (2, positions)
+    assert data["kernel"].shape == (2, 2, kernel_size)
+    torch.testing.assert_close(data["kernel"], T.explorer_kernel(0.4, kernel_size, rank), atol=0, rtol=0)
+    assert [T.projector_rank(p) for p in data["projectors"]] == [rank] * (kernel_size - 1)
+    torch.testing.assert_close(data["output"], T.circular_conv1d(x, data["kernel"]), atol=0, rtol=0)
+    if rank == 2:  # every factor is I: the identity convolution
+        torch.testing.assert_close(data["output"], x, atol=1e-12, rtol=0)
+    if rank == 0:  # every factor is z·I: a delay by K − 1 positions
+        torch.testing.assert_close(data["output"], torch.roll(x, kernel_size - 1, dims=-1), atol=1e-12, rtol=0)
+
+
 def test_draw_figure1_writes_every_cell():
-    ax = T.draw_figure1()
+    ax = TP.draw_figure1()
     texts = [t.get_text() for t in ax.texts]
     # 6 input + 4 + 4 kernel + 6 output cells
     assert len(ax.patches) == 20
@@ -205,7 +221,54 @@ def test_bcop_kernel_2d_matches_bcop_layer(n, kernel_size):
 # --- interactive view -------------------------------------------------------------------------
 
 
+def drawn_cells(ax) -> list[float]:
+    """The numbers written in the drawn cells, in drawing order (input, taps, output; row by row)."""
+    written = {(round(t.get_position()[0], 6), round(t.get_position()[1], 6)): t.get_text() for t in ax.texts}
+    return [float(written[(round(p.get_x() + 0.5, 6), round(p.get_y() + 0.5, 6))]) for p in ax.patches]
+
+
 @pytest.mark.parametrize(("kernel_size", "rank"), [(2, 0), (3, 1), (4, 2)])
 def test_explorer_kernel_invariant_is_independent_of_theta(kernel_size, rank):
     invariants = {T.invariant_1d(T.explorer_kernel(theta, kernel_size, rank)) for theta in (0.0, 1.0, math.pi / 3)}
     assert invariants == {(1, (kernel_size - 1) * (2 - rank))}
+
+
+def test_explorer_panels_follow_every_slider():
+    drawn = {}
+    for setting in [(0.0, 2, 1), (0.5, 2, 1), (0.5, 4, 1), (0.5, 4, 0), (0.5, 4, 2)]:
+        figure = TP.draw_projector_explorer(*setting)
+        kernel_axes, determinant_axes = figure.axes
+        drawn[setting] = torch.tensor(drawn_cells(kernel_axes), dtype=F64)
+        data = T.figure1_data(*setting)
+        blocks = [data["input"], *data["kernel"].permute(2, 0, 1), data["output"]]
+        expected = torch.cat([block.flatten() for block in blocks])
+        torch.testing.assert_close(drawn[setting], expected, atol=0.006, rtol=0)  # two decimals
+        stems = torch.tensor(determinant_axes.containers[0].markerline.get_ydata(), dtype=F64)
+        torch.testing.assert_close(stems, T.symbol_determinant_1d(data["kernel"]), atol=1e-12, rtol=0)
+        plt.close(figure)
+    # θ moves the taps; K = 4 draws 4 taps on 4 positions (2·4 + 4·4 + 2·4 cells), not Figure 1's 2 on 3
+    assert not torch.allclose(drawn[(0.0, 2, 1)], drawn[(0.5, 2, 1)])
+    assert len(drawn[(0.5, 2, 1)]) == 6 + 8 + 6 and len(drawn[(0.5, 4, 1)]) == 8 + 16 + 8
+    # rank 2 is the identity (output = input), rank 0 a delay by K − 1 = 3 positions
+    x = torch.arange(1.0, 9.0, dtype=F64).reshape(2, 4)
+    torch.testing.assert_close(drawn[(0.5, 4, 2)][-8:], x.flatten(), atol=0, rtol=0)
+    torch.testing.assert_close(drawn[(0.5, 4, 0)][-8:], torch.roll(x, 3, dims=-1).flatten(), atol=0, rtol=0)
+
+
+def test_draw_projector_explorer_makes_exactly_one_figure():
+    before = set(plt.get_fignums())
+    figure = TP.draw_projector_explorer(0.3, 5, 1)
+    assert set(plt.get_fignums()) - before == {figure.number}
+    plt.close(figure)
+    assert set(plt.get_fignums()) == before
+
+
+def test_show_projector_explorer_displays_one_figure_and_closes_it(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objects: shown.extend(objects))
+    before = set(plt.get_fignums())
+    TP.show_projector_explorer(0.3, 4, 2)
+    assert len(shown) == 1 and isinstance(shown[0], plt.Figure)
+    assert set(plt.get_fignums()) == before  # nothing left for the inline backend to draw again
