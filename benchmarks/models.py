@@ -24,7 +24,7 @@ FC-3 has no convs, so every constrained kind gives the same network (Björck lin
 timed once, labelled ``BjorckLinear`` (built with ``conv="bcop"``). ``--orthogonalizer
 cholesky,bjorck`` times each orthogonalizer as its own network (``bcop[cholesky]``,
 ``bcop[bjorck]``); without it the library default is used and no option is passed. SVCM's
-projection every 100 steps is not part of a step; the epoch projects as :func:`lipnb.train.train`.
+projection every 100 steps is not part of a step; the epoch projects as :func:`lipnb.engine.fit`.
 
 Run from the repository root (prints Markdown tables, writes ``benchmarks/results/models.json``)::
 
@@ -65,7 +65,9 @@ from lipnb.data import DatasetNotFoundError, TensorImages, load_dataset
 from lipnb.layers import CONV_KINDS
 from lipnb.models import ARCHITECTURES, build_model
 from lipnb.orthogonal import cholesky_qr
-from lipnb.train import MNIST_MARGIN, epoch_loader, multiclass_hinge_loss, project_svcm
+from lipnb.engine import SVCM_EVERY, project_svcm
+from lipnb.losses import MNIST_MARGIN, multiclass_hinge_loss
+from lipnb.train import epoch_loader
 from timing import (
     LEARNING_RATE,
     WARMUP_STEPS,
@@ -92,7 +94,6 @@ MEMORY_STEPS = 3  # training steps of a peak-memory child (the first one allocat
 NEAR_ORTHOGONAL_NOISE = 0.01  # floor matrices: orthogonal + noise of about this spectral norm
 EPOCH_ARCH = "small"
 EPOCH_SEED = 0
-SVCM_EVERY = 100  # as lipnb.train.train: SVCM layers are projected every 100 steps and after the epoch
 LIBRARY_DEFAULT = "-"  # the orthogonalizer argument of a peak-memory child that passes no option
 KIB_PER_MIB = 1024
 
@@ -255,7 +256,7 @@ def warm_up_epochs(epoch_networks: list[Network], dataset: TensorImages, batch: 
 
 
 def train_epoch(model: nn.Module, dataset: TensorImages, batch: int) -> Epoch:
-    """One training epoch as :func:`lipnb.train.train` runs it, timing the loader separately."""
+    """One training epoch as :func:`lipnb.engine.fit` runs it, timing the loader separately."""
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     loader = epoch_loader(dataset, batch, EPOCH_SEED, 0)
     model.train()
@@ -270,8 +271,8 @@ def train_epoch(model: nn.Module, dataset: TensorImages, batch: int) -> Epoch:
         multiclass_hinge_loss(model(x), y, MNIST_MARGIN).backward()
         optimizer.step()
         if step % SVCM_EVERY == 0:
-            project_svcm(model)
-    project_svcm(model)
+            project_svcm([model])
+    project_svcm([model])
     return Epoch(time.perf_counter() - start, data_seconds, len(loader))
 
 

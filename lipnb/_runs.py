@@ -1,10 +1,9 @@
-"""Run directories: atomic writes and the record of the settings a run was made with."""
+"""Run directories: atomic writes, and one error for a file that cannot be used."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -26,22 +25,18 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(temporary, path)
 
 
-def record_settings(out_dir: Path, settings: Mapping[str, object]) -> None:
-    """Record ``settings`` in ``out_dir/config.json``; refuse a directory recorded with other values."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    recorded_path = out_dir / "config.json"
-    if recorded_path.exists():
-        recorded = json.loads(recorded_path.read_text())
-        differing = [key for key, value in settings.items() if recorded.get(key) != value]
-        if differing:
-            raise ValueError(
-                f"{out_dir} holds a run with different {', '.join(differing)}; choose another out_dir or delete it"
-            )
-    else:
-        write_json(recorded_path, dict(settings))
-
-
 def error_summary(error: BaseException) -> str:
     """``Type: first line of the message``, for one-line errors about files that cannot be used."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def unusable_file_error(path: Path, error: BaseException) -> ValueError:
+    """One line for a checkpoint that cannot be used: the file, what is wrong, and the fix.
+
+    torch's advice to load an untrusted file with ``weights_only=False`` is left out on purpose.
+    """
+    message = error_summary(error)
+    if "Weights only load failed" in message:
+        message = f"{type(error).__name__}: it holds objects other than tensors and plain values"
+    return ValueError(f"{path} cannot be used ({message}); delete it to start over, or point to the right file")

@@ -2,7 +2,7 @@
 
 Inputs live in ``[0, 1]``. Every adversarial batch returned here lies in the L2 ball of radius
 ``eps`` around the clean batch *and* in ``[0, 1]``. The gradient attacks (:func:`pgd_l2`,
-:func:`fgsm_l2`) maximize the Carlini-Wagner margin :func:`cw_margin_loss`; the decision-based
+:func:`fgsm_l2`) maximize the Carlini-Wagner margin :func:`lipnb.losses.cw_margin_loss`; the decision-based
 attacks (:func:`foolbox_attack`: Boundary and Pointwise) come from foolbox 3, an optional
 dependency (``pip install "lipnb[attacks]"``) imported only when they are used.
 
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from lipnb._modes import eval_mode
 from lipnb._validation import require_choice, require_positive_int
-from lipnb.certify import margins
+from lipnb.losses import cw_margin_loss
 
 ATTACKS = ("pgd", "fgsm", "boundary", "pointwise")
 FOOLBOX_ATTACKS = ("boundary", "pointwise")
@@ -33,11 +33,6 @@ _EVAL_BATCH = 512
 
 class CertificateViolation(AssertionError):
     """A point certified robust at radius eps was misclassified within that radius."""
-
-
-def cw_margin_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Per-example Carlini-Wagner margin ``max_{j != y} f_j - f_y``; positive iff misclassified."""
-    return -margins(logits, labels)
 
 
 def _per_example(norms: Tensor, like: Tensor) -> Tensor:
@@ -86,7 +81,7 @@ def pgd_l2(
     random_start: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """L2 projected gradient ascent on :func:`cw_margin_loss` (Sec. 5.2).
+    """L2 projected gradient ascent on :func:`lipnb.losses.cw_margin_loss` (Sec. 5.2).
 
     Each step moves ``step_size`` along the per-example normalized gradient, then clamps to
     ``[0, 1]`` and scales back into the ``eps`` ball (see :func:`_project`). The random start is
@@ -129,7 +124,7 @@ def pgd_l2(
 
 
 def fgsm_l2(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-    """One step of length ``eps`` along the normalized gradient of :func:`cw_margin_loss` (Sec. 5.2).
+    """One step of length ``eps`` along the normalized gradient of :func:`lipnb.losses.cw_margin_loss` (Sec. 5.2).
 
     The CW margin (rather than cross-entropy) keeps the objective the same as :func:`pgd_l2`; for a
     two-class linear model the step is then the exact minimal-norm attack. The result is clamped
@@ -298,7 +293,6 @@ __all__ = [
     "FOOLBOX_ATTACKS",
     "attack_dataset",
     "check_certificates",
-    "cw_margin_loss",
     "fgsm_l2",
     "foolbox_attack",
     "pgd_l2",

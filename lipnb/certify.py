@@ -15,13 +15,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lipnb.data import iterate_batches
-
-
-def margins(logits: Tensor, labels: Tensor) -> Tensor:
-    """``f_y − max_{j≠y} f_j`` per example: positive iff correctly classified."""
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    others = logits.scatter(1, labels[:, None], float("-inf"))
-    return true - others.amax(1)
+from lipnb.losses import margins
 
 
 def certified_radii(logits: Tensor, labels: Tensor, lipschitz: float) -> Tensor:

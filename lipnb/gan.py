@@ -6,24 +6,24 @@ paper's setup: ``z ~ U[0, 1)^62``, gradient penalty 50, 5 critic steps per gener
 sample). Images are in [0, 1] like :mod:`lipnb.data` (a sigmoid output), so W1 is in the same
 pixel units as the robustness experiments.
 
-Training writes an atomic checkpoint after every epoch and resumes from it; each epoch reseeds
-from ``(seed, epoch)``, so a resumed run ends where an uninterrupted one would.
+Training runs on :func:`lipnb.engine.fit` (per-epoch seeding, atomic checkpoints, one resume
+rule), so a resumed run ends where an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from lipnb._runs import atomic_torch_save, error_summary
+from lipnb import distributed
 from lipnb._validation import require_positive_int
+from lipnb.engine import EpochShards, Shard, fit, load_modules
+from lipnb.losses import gradient_penalty, kantorovich_rubinstein_gaps
 from lipnb.train import epoch_loader, resolve_device
 
 LATENT_DIM = 62
@@ -88,14 +88,6 @@ class InfoGANDiscriminator(nn.Module):
         return self.body(x).squeeze(-1)
 
 
-def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-    """``E (‖∇D(x̂)‖ − 1)²`` at random interpolates ``x̂`` of real and fake (WGAN-GP, Algorithm 1)."""
-    mix = torch.rand(len(real), *([1] * (real.dim() - 1)), device=real.device)
-    points = (mix * real + (1 - mix) * fake).requires_grad_(True)
-    (gradient,) = torch.autograd.grad(discriminator(points).sum(), points, create_graph=True)
-    return (gradient.flatten(1).norm(dim=1) - 1).square().mean()
-
-
 @dataclass(frozen=True)
 class WGANSettings:
     """The WGAN-GP hyperparameters; a checkpoint made with other ones is not resumed."""
@@ -106,6 +98,51 @@ class WGANSettings:
     penalty: float = 50.0
     critic_iters: int = 5
     latent_dim: int = LATENT_DIM
+
+
+class WGANTask:
+    """The :class:`lipnb.engine.Task` of WGAN-GP: one discriminator step per batch, a generator step every ``critic_iters``.
+
+    Not split over processes: every rank trains the same generator from the same seed on whole
+    batches, and :func:`train_wgan_gp` then gives every rank rank 0's copy.
+    """
+
+    def __init__(
+        self, generator: InfoGANGenerator, discriminator: nn.Module, train_set: Dataset, settings: WGANSettings,
+        seed: int, device: torch.device,
+    ) -> None:
+        self.generator, self.discriminator = generator, discriminator
+        self.train_set, self.settings, self.seed, self.device = train_set, settings, seed, device
+        self.modules = {"generator": generator, "discriminator": discriminator}
+        self.optimizers = {
+            name: torch.optim.Adam(module.parameters(), lr=settings.lr, betas=settings.betas)
+            for name, module in self.modules.items()
+        }
+        self.schedulers: dict = {}
+
+    def batches(self, epoch: int) -> EpochShards:
+        loader = epoch_loader(self.train_set, self.settings.batch_size, self.seed, epoch, drop_last=True)
+        return EpochShards(loader, split=False)
+
+    def step(self, shard: Shard) -> dict[str, Any]:
+        real = shard.tensors[0]
+        with torch.no_grad():
+            fake = self.generator(self._latents(len(real)))
+        gaps = kantorovich_rubinstein_gaps(self.discriminator(real), self.discriminator(fake))
+        penalties = gradient_penalty(self.discriminator, real, fake)
+        self._descend("discriminator", shard.mean(self.settings.penalty * penalties - gaps))
+        if (shard.index + 1) % self.settings.critic_iters == 0:
+            self._descend("generator", -self.discriminator(self.generator(self._latents(len(real)))).mean())
+        return {"examples": len(real), "critic_gap": gaps.sum().detach(), "penalty": penalties.sum().detach()}
+
+    def _latents(self, n: int) -> Tensor:
+        return torch.rand(n, self.settings.latent_dim, device=self.device)
+
+    def _descend(self, name: str, loss: Tensor) -> None:
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
 
 def train_wgan_gp(
@@ -122,116 +159,44 @@ def train_wgan_gp(
 ) -> list[dict]:
     """Train ``generator`` against ``discriminator`` for ``epochs`` passes over ``train_set``; return the history.
 
-    Every batch is one discriminator step; every ``critic_iters``-th is followed by a generator
-    step. With ``checkpoint``, training resumes from it (if present) and saves it after each epoch.
+    On :func:`lipnb.engine.fit`: with ``checkpoint``, training resumes from it when it was made
+    with the same ``settings`` and image shape, and saves it after each epoch. A checkpoint of
+    fewer epochs is trained on to ``epochs``. The generator ends frozen (eval mode, no gradients).
     """
     require_positive_int("epochs", epochs)
+    if len(train_set) < settings.batch_size:  # type: ignore[arg-type]
+        raise ValueError(
+            f"the training set has {len(train_set)} examples, fewer than one batch of {settings.batch_size}"  # type: ignore[arg-type]
+        )
     device = resolve_device(device)
     generator.to(device)
     discriminator.to(device)
-    optimizer_g = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=settings.betas)
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=settings.lr, betas=settings.betas)
-    state: dict = {"epoch": 0, "history": []}
-    path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        state = load_gan_checkpoint(path, generator, discriminator, optimizer_g, optimizer_d, settings)
-        if state["epoch"] > epochs:
-            raise ValueError(
-                f"{path} holds a generator trained for {state['epoch']} epochs, more than the {epochs} asked for; "
-                f"pass epochs={state['epoch']} (or gan_epochs) to use it, or choose another checkpoint location"
-            )
-    for epoch in range(state["epoch"], epochs):
-        start = time.perf_counter()
-        loader = epoch_loader(train_set, settings.batch_size, seed, epoch, drop_last=True)
-        generator.train()
-        discriminator.train()
-        totals = {"critic_gap": 0.0, "penalty": 0.0}
-        steps = 0
-        for step, (real, *_) in enumerate(tqdm(loader, desc=f"WGAN-GP epoch {epoch + 1}/{epochs}", leave=False,
-                                                disable=not progress)):
-            real = real.to(device)
-            z = torch.rand(len(real), settings.latent_dim, device=device)
-            with torch.no_grad():
-                fake = generator(z)
-            gap = discriminator(real).mean() - discriminator(fake).mean()
-            penalty = gradient_penalty(discriminator, real, fake)
-            optimizer_d.zero_grad(set_to_none=True)
-            (settings.penalty * penalty - gap).backward()
-            optimizer_d.step()
-            totals["critic_gap"] += float(gap.detach())
-            totals["penalty"] += float(penalty.detach())
-            steps += 1
-            if (step + 1) % settings.critic_iters == 0:
-                z = torch.rand(len(real), settings.latent_dim, device=device)
-                optimizer_g.zero_grad(set_to_none=True)
-                (-discriminator(generator(z)).mean()).backward()
-                optimizer_g.step()
-        if steps == 0:
-            raise ValueError(
-                f"the training set has {len(train_set)} examples, fewer than one batch of {settings.batch_size}"
-            )
-        state["history"].append(
-            {"epoch": epoch + 1, **{k: v / steps for k, v in totals.items()}, "seconds": time.perf_counter() - start}
+    task = WGANTask(generator, discriminator, train_set, settings, seed, device)
+    recorded = {**asdict(settings), "betas": list(settings.betas), "image_shape": list(generator.image_shape), "seed": seed}
+    history = fit(
+        task, epochs=epochs, seed=seed, checkpoint=checkpoint, settings=recorded, device=device, progress=progress,
+        description="WGAN-GP",
+    )
+    distributed.broadcast_module(generator)
+    generator.requires_grad_(False)
+    return history
+
+
+def load_generator(path: str | os.PathLike, image_shape: tuple[int, int, int]) -> InfoGANGenerator:
+    """The frozen generator that :func:`train_wgan_gp` saved in ``path``, for images of ``image_shape``.
+
+    Fails with one line naming the file and the fix when it is missing, unusable or was trained
+    for other images.
+    """
+    record = load_modules(path, {})
+    recorded_shape = tuple(record["settings"].get("image_shape", ()))
+    if recorded_shape != tuple(image_shape):
+        raise ValueError(
+            f"{path} holds a generator for images of shape {recorded_shape}, not {tuple(image_shape)}; point to the "
+            f"right file"
         )
-        state["epoch"] = epoch + 1
-        if path is not None:
-            _save_gan_checkpoint(path, generator, discriminator, optimizer_g, optimizer_d, settings, state)
+    generator = InfoGANGenerator(image_shape, record["settings"]["latent_dim"])
+    load_modules(path, {"generator": generator})
     generator.eval()
     generator.requires_grad_(False)
-    return state["history"]
-
-
-def _save_gan_checkpoint(path: Path, generator, discriminator, optimizer_g, optimizer_d, settings, state) -> None:
-    payload = {
-        **state,
-        "settings": asdict(settings),
-        "image_shape": list(generator.image_shape),
-        "generator": generator.state_dict(),
-        "discriminator": discriminator.state_dict(),
-        "optimizer_g": optimizer_g.state_dict(),
-        "optimizer_d": optimizer_d.state_dict(),
-    }
-    atomic_torch_save(payload, path)
-
-
-def load_gan_checkpoint(
-    path: str | os.PathLike,
-    generator: InfoGANGenerator,
-    discriminator: nn.Module | None = None,
-    optimizer_g: torch.optim.Optimizer | None = None,
-    optimizer_d: torch.optim.Optimizer | None = None,
-    settings: WGANSettings | None = None,
-) -> dict:
-    """Restore a WGAN-GP checkpoint (``weights_only``); return its epoch and history.
-
-    Fails with one line naming the file and the fix when it is corrupt, was made for another image
-    shape, or (given ``settings``) with other hyperparameters.
-    """
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        recorded_shape = tuple(payload["image_shape"])
-        recorded_settings = payload["settings"]
-    except Exception as error:  # noqa: BLE001 - any failure means the file cannot be used
-        raise ValueError(
-            f"cannot read the WGAN-GP checkpoint {path} ({error_summary(error)}); delete it to retrain"
-        ) from None
-    if recorded_shape != tuple(generator.image_shape):
-        raise ValueError(
-            f"{path} holds a generator for images of shape {recorded_shape}, not {tuple(generator.image_shape)}; "
-            f"choose another checkpoint location"
-        )
-    if settings is not None:
-        wanted = asdict(settings)
-        differing = [key for key in wanted if recorded_settings.get(key) != wanted[key]]
-        if differing:
-            raise ValueError(
-                f"{path} was trained with different {', '.join(differing)}; delete it or choose another "
-                f"checkpoint location"
-            )
-    generator.load_state_dict(payload["generator"])
-    for module, key in ((discriminator, "discriminator"), (optimizer_g, "optimizer_g"), (optimizer_d, "optimizer_d")):
-        if module is not None:
-            module.load_state_dict(payload[key])
-    return {"epoch": payload["epoch"], "history": payload["history"]}
-
+    return generator

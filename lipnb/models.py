@@ -1,4 +1,4 @@
-"""The networks of the BCOP paper's robustness experiments (Sec. 5.1, Appendix; Wong et al. 2018).
+"""The networks of the BCOP paper: the robustness classifiers (Sec. 5.1, Appendix; Wong et al. 2018) and the critic.
 
 Every model is a plain ``nn.Sequential`` so :func:`lipnb.lipschitz_bound` reads its composition.
 Each 4×4 stride-2 conv of the original networks is invertible downsampling + a 2×2 conv (the
@@ -13,6 +13,7 @@ Each 4×4 stride-2 conv of the original networks is invertible downsampling + a 
 Linear layers are :class:`~lipnb.layers.BjorckLinear`, except with ``conv="plain"``, the
 unconstrained baseline, where every layer is a plain one. ``layer_options`` reach every layer that
 takes them, e.g. ``{"orthogonalizer": "bjorck"}`` the BCOP or RKO convs and the Björck linear layers.
+:func:`dcgan_critic` is the Wasserstein critic of Sec. 5.3, built from the same layers.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from lipnb._validation import require_choice
-from lipnb.layers import CONV_KINDS, BjorckLinear, MaxMin, layer_options, lipschitz_conv
+from lipnb._validation import require_choice, require_positive_int
+from lipnb.layers import CONV_KINDS, BjorckLinear, MaxMin, NearestUpsampling, layer_options, lipschitz_conv
 from lipnb.orthogonal import ORTHOGONALIZERS
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"maxmin": MaxMin, "relu": nn.ReLU}
@@ -74,6 +75,46 @@ def build_model(
         layers += [linear(features, width_out, **linear_options), ACTIVATIONS[activation]()]
         features = width_out
     layers.append(linear(features, num_classes, **linear_options))
+    return nn.Sequential(*layers)
+
+
+def dcgan_critic(
+    conv: str = "bcop",
+    activation: str = "maxmin",
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    width: int = 64,
+    upsample: int = 1,
+    layer_options: dict[str, Any] | None = None,
+) -> nn.Sequential:
+    """The DCGAN discriminator without batch norm, every conv a :mod:`lipnb.layers` conv of kind ``conv``.
+
+    Optional nearest upsampling by ``upsample``, then 4×4 stride-2 convs of ``width``, ``2·width``, …
+    channels (invertible downsampling + 2×2 conv, as in the paper) while the map stays ≥ 4 pixels
+    and even, at most four; then a linear map to one output (DCGAN's final 4×4 valid conv),
+    :class:`~lipnb.layers.BjorckLinear` (a unit row), or ``nn.Linear`` for ``conv="plain"``.
+    ``layer_options`` reach every layer that takes them (as in :func:`lipnb.models.build_model`).
+    """
+    require_choice("conv", conv, tuple(CONV_KINDS))
+    require_choice("activation", activation, tuple(ACTIVATIONS))
+    require_positive_int("width", width)
+    require_positive_int("upsample", upsample)
+    channels, height, width_px = input_shape
+    height, width_px = height * upsample, width_px * upsample
+    linear = nn.Linear if conv == "plain" else BjorckLinear
+    conv_options, linear_options = split_layer_options(layer_options or {}, conv, linear)
+    layers: list[nn.Module] = [NearestUpsampling(upsample)] if upsample > 1 else []
+    for stage in range(4):
+        if height % 2 or width_px % 2 or min(height, width_px) < 8:
+            break
+        out_channels = width * 2**stage
+        layers += [lipschitz_conv(conv, channels, out_channels, 4, stride=2, **conv_options), ACTIVATIONS[activation]()]
+        channels, height, width_px = out_channels, height // 2, width_px // 2
+    if not layers or isinstance(layers[-1], NearestUpsampling):
+        raise ValueError(
+            f"dcgan_critic needs an input whose (upsampled) height and width are even and >= 8; "
+            f"got input_shape={tuple(input_shape)}, upsample={upsample}"
+        )
+    layers += [nn.Flatten(), linear(channels * height * width_px, 1, **linear_options)]
     return nn.Sequential(*layers)
 
 

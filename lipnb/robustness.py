@@ -7,26 +7,26 @@ with the soundness check on, and writes ``out_dir/results.json``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
+from tqdm.auto import tqdm
 
 from lipnb import attacks as attack_lib
-from lipnb._runs import record_settings, write_json
-from lipnb._validation import require_choice, require_device, require_positive_int
+from lipnb import distributed
+from lipnb._runs import write_json
+from lipnb._validation import require_choice
 from lipnb.certify import certified_accuracy, certified_radii, predict
-from lipnb.data import DATASETS, dataset_info, load_dataset
-from lipnb.layers import CONV_KINDS
-from lipnb.models import ACTIVATIONS, ARCHITECTURES, build_model, orthogonalizer_options
-from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER
+from lipnb.data import dataset_info
+from lipnb.experiment import ExperimentConfig
+from lipnb.losses import CIFAR_MARGIN, MNIST_MARGIN
+from lipnb.models import ARCHITECTURES, build_model
 from lipnb.spectrum import lipschitz_bound
-from lipnb.train import CIFAR_MARGIN, MNIST_MARGIN, resolve_device, train
+from lipnb.train import resolve_device, train
 
 # Paper defaults per dataset: (hinge margin, certified ε). MNIST ε = 1.58 and CIFAR ε = 36/255 as in
 # Table 1; digits (8×8) scales the MNIST ε by √(64/784) and trains with the CIFAR margin.
@@ -38,63 +38,42 @@ DATASET_DEFAULTS: dict[str, tuple[float, float]] = {
     "stl10": (CIFAR_MARGIN, 36 / 255),
 }
 FOOLBOX_POINTS = 100  # Boundary and Pointwise attacks run on the first 100 test points (Sec. 5.2)
-# Settings that decide the trained model: a checkpoint made with others cannot be resumed.
-_TRAINING_KEYS = (
-    "conv", "dataset", "arch", "activation", "orthogonalizer", "epochs", "batch_size", "lr", "margin", "seed"
-)
+ATTACK_BATCH = 100  # test points per attack batch; batch b of PGD draws its random starts from seed + b
 
 
 @dataclass
-class RobustnessConfig:
-    """One robustness run; ``margin``/``eps`` default to the dataset's paper values, ``out_dir`` to a run name."""
+class RobustnessConfig(ExperimentConfig):
+    """One robustness run; ``margin``/``eps`` default to the dataset's paper values."""
 
-    conv: str = "bcop"
-    dataset: str = "digits"
     arch: str = "small"
-    activation: str = "maxmin"
-    orthogonalizer: str = DEFAULT_ORTHOGONALIZER
     epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
     margin: float | None = None
     eps: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    data_root: str | None = None
     attacks: list[str] = field(default_factory=lambda: list(attack_lib.ATTACKS))
-    out_dir: str | None = None
+
+    experiment = "robustness"
+    positive_ints = ("batch_size", "epochs")
+    resume_keys = (*ExperimentConfig.resume_keys, "arch", "epochs", "margin")
 
     def __post_init__(self) -> None:
-        require_choice("conv", self.conv, tuple(CONV_KINDS))
-        require_choice("dataset", self.dataset, tuple(DATASETS))
+        require_choice("dataset", self.dataset, self.datasets)
         require_choice("arch", self.arch, ARCHITECTURES)
-        require_choice("activation", self.activation, tuple(ACTIVATIONS))
-        orthogonalizer_options(self.conv, self.orthogonalizer)
-        require_positive_int("epochs", self.epochs)
-        require_positive_int("batch_size", self.batch_size)
         if isinstance(self.attacks, str):
             self.attacks = [name.strip() for name in self.attacks.split(",") if name.strip()]
         for name in self.attacks:
             require_choice("attack", name, attack_lib.ATTACKS)
         default_margin, default_eps = DATASET_DEFAULTS[self.dataset]
-        self.margin = default_margin if self.margin is None else float(self.margin)
-        self.eps = default_eps if self.eps is None else float(self.eps)
-        for name in ("lr", "margin", "eps"):
+        self.margin = default_margin if self.margin is None else self.margin
+        self.eps = default_eps if self.eps is None else self.eps
+        for name in ("margin", "eps"):
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-                raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}; got {value!r}")
-        require_device(self.device)
-        if self.out_dir is None:
-            self.out_dir = os.path.join(
-                "runs", "robustness", f"{self.dataset}_{self.arch}_{self.conv}_{self.activation}_seed{self.seed}"
-            )
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+            setattr(self, name, float(value))
+        super().__post_init__()
 
-    def load_data(self) -> tuple[Dataset, Dataset]:
-        """(train, test) sets; fails early with one line naming the dataset, where it looked and the fix."""
-        return (
-            load_dataset(self.dataset, self.data_root, train=True),
-            load_dataset(self.dataset, self.data_root, train=False),
-        )
+    def run_name(self) -> str:
+        return f"{self.dataset}_{self.arch}_{self.conv}_{self.activation}_seed{self.seed}"
 
 
 def initial_model(config: RobustnessConfig) -> nn.Sequential:
@@ -102,8 +81,7 @@ def initial_model(config: RobustnessConfig) -> nn.Sequential:
     torch.manual_seed(config.seed)
     info = dataset_info(config.dataset)
     return build_model(
-        config.arch, config.conv, config.activation, info.input_shape, info.num_classes,
-        orthogonalizer_options(config.conv, config.orthogonalizer),
+        config.arch, config.conv, config.activation, info.input_shape, info.num_classes, config.layer_options()
     )
 
 
@@ -112,13 +90,11 @@ def train_model(
 ) -> tuple[nn.Sequential, list[dict]]:
     """Train (or resume, or reuse a finished run in ``out_dir``) and return the model and its history."""
     train_set, _ = data if data is not None else config.load_data()
-    out_dir = Path(config.out_dir)
-    record_settings(out_dir, {key: getattr(config, key) for key in _TRAINING_KEYS})
     model = initial_model(config)
     history = train(
         model, train_set, epochs=config.epochs, margin=config.margin, lr=config.lr, batch_size=config.batch_size,
-        seed=config.seed, device=resolve_device(config.device), checkpoint=out_dir / "checkpoint.pt", resume=True,
-        progress=progress,
+        seed=config.seed, device=distributed.setup(resolve_device(config.device)),
+        checkpoint=Path(config.out_dir) / "checkpoint.pt", settings=config.settings(), progress=progress,
     )
     return model, history
 
@@ -126,34 +102,65 @@ def train_model(
 def run_robustness(
     config: RobustnessConfig, data: tuple[Dataset, Dataset] | None = None, progress: bool = True
 ) -> dict:
-    """Train, certify and attack as ``config`` says; return the results and write ``results.json``."""
+    """Train, certify and attack as ``config`` says; return the results and write ``results.json``.
+
+    On several processes (:mod:`lipnb.distributed`) each rank predicts and attacks its share of
+    the test set and the counts are summed; foolbox's attacks on the first 100 points run on rank
+    0. Every rank returns the same results; rank 0 writes them.
+    """
     train_set, test_set = data if data is not None else config.load_data()
     model, history = train_model(config, (train_set, test_set), progress)
-    device = resolve_device(config.device)
-    input_shape = dataset_info(config.dataset).input_shape
-    bound = lipschitz_bound(model, input_shape)
-    logits, labels = predict(model, test_set, device=device, progress=progress)
-    radii = certified_radii(logits, labels, bound)
+    device = distributed.setup(resolve_device(config.device))
+    progress = progress and distributed.is_main()
+    bound = lipschitz_bound(model, dataset_info(config.dataset).input_shape)
+    points = distributed.shard(range(len(test_set)))  # type: ignore[arg-type]
+    logits, labels = predict(model, Subset(test_set, points), device=device, progress=progress)
+    radii = certified_radii(distributed.gather(logits), distributed.gather(labels), bound)
     certified = radii > config.eps
     curve_eps = torch.linspace(0, 2 * config.eps, 41)
     results = {
         "experiment": "robustness",
-        "config": dataclasses.asdict(config),
+        "config": config.to_dict(),
         "clean_accuracy": float(certified_accuracy(radii, 0.0)),
         "certified_accuracy": float(certified.float().mean()),
         "eps": config.eps,
         "lipschitz_bound": bound,
         "attacks": {},
         "epochs_completed": len(history),
+        "processes": distributed.world_size(),
         "certified_curve": {"eps": curve_eps.tolist(), "accuracy": certified_accuracy(radii, curve_eps).tolist()},
         "history": history,
     }
     for name in config.attacks:
-        limit = FOOLBOX_POINTS if name in ("boundary", "pointwise") else None
-        x, y, x_adv = attack_lib.attack_dataset(
-            name, model, test_set, config.eps, limit=limit, device=device, progress=progress
-        )
-        attack_lib.check_certificates(model, x, x_adv, y, certified[: len(y)], eps=config.eps)
-        results["attacks"][name] = attack_lib.robust_accuracy(model, x, y, x_adv)
-    write_json(Path(config.out_dir) / "results.json", results)
+        if name in attack_lib.FOOLBOX_ATTACKS:
+            accuracy = None
+            if distributed.is_main():
+                points = range(min(FOOLBOX_POINTS, len(test_set)))  # type: ignore[arg-type]
+                accuracy = _attack(name, model, test_set, points, certified, config.eps, device, progress)
+            results["attacks"][name] = distributed.from_main(accuracy)
+            continue
+        batches = distributed.shard(range(math.ceil(len(test_set) / ATTACK_BATCH)))  # type: ignore[arg-type]
+        robust, total = 0.0, 0
+        for batch in tqdm(batches, desc=f"{name} eps={config.eps:g}", unit="batch", disable=not progress):
+            points = range(batch * ATTACK_BATCH, min((batch + 1) * ATTACK_BATCH, len(test_set)))  # type: ignore[arg-type]
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + batch) if name == "pgd" else None
+            robust += _attack(name, model, test_set, points, certified, config.eps, device, False, generator) * len(points)
+            total += len(points)
+        robust, total = distributed.sum_over_ranks([robust, total], device)
+        results["attacks"][name] = robust / total
+    if distributed.is_main():
+        write_json(Path(config.out_dir) / "results.json", results)
     return results
+
+
+def _attack(
+    name: str, model: nn.Module, test_set: Dataset, points: range, certified: torch.Tensor, eps: float,
+    device: torch.device, progress: bool, generator: torch.Generator | None = None,
+) -> float:
+    """Robust accuracy of attack ``name`` on the test ``points``, with the soundness check on."""
+    options = {} if generator is None else {"generator": generator}
+    x, y, x_adv = attack_lib.attack_dataset(
+        name, model, Subset(test_set, points), eps, batch_size=ATTACK_BATCH, device=device, progress=progress, **options
+    )
+    attack_lib.check_certificates(model, x, x_adv, y, certified[points.start : points.stop], eps=eps)
+    return attack_lib.robust_accuracy(model, x, y, x_adv)

@@ -13,7 +13,6 @@ RMSprop, and the estimate with its confidence interval, written to ``out_dir/res
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -26,67 +25,24 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
+from lipnb import distributed
 from lipnb._modes import eval_mode
-from lipnb._runs import atomic_torch_save, error_summary, record_settings, write_json
-from lipnb._validation import require_choice, require_device, require_positive_int
-from lipnb.data import DATASETS, dataset_info, iterate_batches, load_dataset
+from lipnb._runs import write_json
+from lipnb._validation import require_positive_int
+from lipnb.data import DATASETS, dataset_info, iterate_batches
+from lipnb.engine import SVCM_EVERY, EpochShards, Shard, epoch_seed, fit
+from lipnb.experiment import ExperimentConfig
 from lipnb.gan import InfoGANDiscriminator, InfoGANGenerator, WGANSettings, train_wgan_gp
-from lipnb.layers import CONV_KINDS, BjorckLinear, NearestUpsampling, lipschitz_conv
-from lipnb.models import ACTIVATIONS, orthogonalizer_options, split_layer_options
-from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER
+from lipnb.losses import kantorovich_rubinstein_gaps
+from lipnb.models import dcgan_critic
 from lipnb.spectrum import lipschitz_bound
-from lipnb.train import project_svcm, resolve_device
+from lipnb.train import resolve_device
 
 Sampler = Callable[[int, torch.Generator], Tensor]
 """``sample(n, generator)``: ``n`` draws from a distribution, reproducible through ``generator``."""
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
-
-# ---------------------------------------------------------------------------------------------
-# The critic
-
-
-def dcgan_critic(
-    conv: str = "bcop",
-    activation: str = "maxmin",
-    input_shape: tuple[int, int, int] = (1, 28, 28),
-    width: int = 64,
-    upsample: int = 1,
-    layer_options: dict[str, Any] | None = None,
-) -> nn.Sequential:
-    """The DCGAN discriminator without batch norm, every conv a :mod:`lipnb.layers` conv of kind ``conv``.
-
-    Optional nearest upsampling by ``upsample``, then 4×4 stride-2 convs of ``width``, ``2·width``, …
-    channels (invertible downsampling + 2×2 conv, as in the paper) while the map stays ≥ 4 pixels
-    and even, at most four; then a linear map to one output (DCGAN's final 4×4 valid conv),
-    :class:`~lipnb.layers.BjorckLinear` (a unit row), or ``nn.Linear`` for ``conv="plain"``.
-    ``layer_options`` reach every layer that takes them (as in :func:`lipnb.models.build_model`).
-    """
-    require_choice("conv", conv, tuple(CONV_KINDS))
-    require_choice("activation", activation, tuple(ACTIVATIONS))
-    require_positive_int("width", width)
-    require_positive_int("upsample", upsample)
-    channels, height, width_px = input_shape
-    height, width_px = height * upsample, width_px * upsample
-    linear = nn.Linear if conv == "plain" else BjorckLinear
-    conv_options, linear_options = split_layer_options(layer_options or {}, conv, linear)
-    layers: list[nn.Module] = [NearestUpsampling(upsample)] if upsample > 1 else []
-    for stage in range(4):
-        if height % 2 or width_px % 2 or min(height, width_px) < 8:
-            break
-        out_channels = width * 2**stage
-        layers += [lipschitz_conv(conv, channels, out_channels, 4, stride=2, **conv_options), ACTIVATIONS[activation]()]
-        channels, height, width_px = out_channels, height // 2, width_px // 2
-    if not layers or isinstance(layers[-1], NearestUpsampling):
-        raise ValueError(
-            f"dcgan_critic needs an input whose (upsampled) height and width are even and >= 8; "
-            f"got input_shape={tuple(input_shape)}, upsample={upsample}"
-        )
-    layers += [nn.Flatten(), linear(channels * height * width_px, 1, **linear_options)]
-    return nn.Sequential(*layers)
-
 
 # ---------------------------------------------------------------------------------------------
 # Distributions
@@ -138,6 +94,60 @@ def exact_wasserstein(a: Tensor, b: Tensor) -> float:
 # Training and estimation
 
 
+CRITIC_EPOCH_STEPS = 50
+"""Critic steps per epoch: the unit of the critic's checkpoints, history rows and seeding."""
+
+
+class CriticTask:
+    """The :class:`lipnb.engine.Task` of a critic: RMSprop ascent of ``E f(real) − E f(fake)``.
+
+    Each step draws ``batch_size`` real and fake images from a generator seeded per epoch; on
+    several processes every rank draws the same global batch and trains on its share.
+    """
+
+    def __init__(
+        self, critic: nn.Module, sample_real: Sampler, sample_fake: Sampler, *, steps: int, lr: float, batch_size: int,
+        seed: int, device: torch.device,
+    ) -> None:
+        self.sample_real, self.sample_fake = sample_real, sample_fake
+        self.steps, self.batch_size, self.seed, self.device = steps, batch_size, seed, device
+        self.network = distributed.wrap(critic, device)
+        self.modules = {"critic": critic}
+        self.optimizers = {"critic": torch.optim.RMSprop(critic.parameters(), lr=lr)}
+        self.schedulers: dict = {}
+
+    def batches(self, epoch: int) -> EpochShards:
+        count = min(CRITIC_EPOCH_STEPS, self.steps - epoch * CRITIC_EPOCH_STEPS)
+        return EpochShards(_PairDraws(self.sample_real, self.sample_fake, self.batch_size, count,
+                                      epoch_seed(self.seed, epoch)))
+
+    def step(self, shard: Shard) -> dict[str, Any]:
+        real, fake = (t.to(self.device) for t in shard.tensors)
+        scores = self.network(torch.cat([real, fake]))  # one forward pass: DDP expects one per backward
+        gaps = kantorovich_rubinstein_gaps(scores[: len(real)], scores[len(real) :])
+        optimizer = self.optimizers["critic"]
+        optimizer.zero_grad(set_to_none=True)
+        shard.mean(-gaps).backward()
+        optimizer.step()
+        return {"examples": len(real), "gap": gaps.sum().detach()}
+
+
+class _PairDraws:
+    """``count`` batches of (real, fake) draws from a generator seeded by ``seed``; ``len`` is ``count``."""
+
+    def __init__(self, sample_real: Sampler, sample_fake: Sampler, batch_size: int, count: int, seed: int) -> None:
+        self.sample_real, self.sample_fake = sample_real, sample_fake
+        self.batch_size, self.count, self.seed = batch_size, count, seed
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        draws = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.count):
+            yield self.sample_real(self.batch_size, draws), self.sample_fake(self.batch_size, draws)
+
+
 def train_critic(
     critic: nn.Module,
     sample_real: Sampler,
@@ -149,75 +159,28 @@ def train_critic(
     seed: int = 0,
     device: str | torch.device = "auto",
     checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 500,
-    log_every: int = 25,
+    settings: dict[str, Any] | None = None,
+    svcm_every: int = SVCM_EVERY,
     progress: bool = True,
 ) -> list[dict]:
     """Maximize ``E f(real) − E f(fake)`` with RMSprop, ``batch_size`` real + ``batch_size`` fake per step.
 
-    Returns the training curve: every ``log_every`` steps, the mean batch gap of those steps (raw,
-    not divided by the bound). SVCM convs are projected every 100 steps. With ``checkpoint``, the
-    critic, optimizer and random state are saved atomically every ``checkpoint_every`` steps and at
-    the end, and an existing checkpoint is resumed: the result equals an uninterrupted run's.
+    On :func:`lipnb.engine.fit`, in epochs of :data:`CRITIC_EPOCH_STEPS` steps (the last one
+    shorter): returns the training curve, one row per epoch with its mean batch gap (raw, not
+    divided by the bound) and the step it ends at. With ``checkpoint``, one is written after every
+    epoch and an existing one with the same ``settings`` is resumed to an uninterrupted run's result.
     """
     require_positive_int("steps", steps)
     device = resolve_device(device)
     critic.to(device)
-    optimizer = torch.optim.RMSprop(critic.parameters(), lr=lr)
-    draws = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    state: dict = {"step": 0, "history": []}
-    path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        state = _load_critic_checkpoint(path, critic, optimizer, draws)
-    critic.train()
-    window: list[float] = []
-    with tqdm(total=steps, initial=state["step"], desc="critic", disable=not progress, leave=False) as bar:
-        while state["step"] < steps:
-            real = sample_real(batch_size, draws).to(device)
-            fake = sample_fake(batch_size, draws).to(device)
-            gap = critic(real).mean() - critic(fake).mean()
-            optimizer.zero_grad(set_to_none=True)
-            (-gap).backward()
-            optimizer.step()
-            state["step"] += 1
-            window.append(float(gap.detach()))
-            if state["step"] % 100 == 0:
-                project_svcm(critic)
-            if state["step"] % log_every == 0 or state["step"] == steps:
-                state["history"].append({"step": state["step"], "gap": sum(window) / len(window)})
-                window.clear()
-            if path is not None and (state["step"] % checkpoint_every == 0 or state["step"] == steps):
-                _save_critic_checkpoint(path, critic, optimizer, draws, state)
-            bar.update()
-    project_svcm(critic)
-    critic.eval()
-    return state["history"]
-
-
-def _save_critic_checkpoint(path: Path, critic, optimizer, draws: torch.Generator, state: dict) -> None:
-    payload = {
-        **state,
-        "critic": critic.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "draws": draws.get_state(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    atomic_torch_save(payload, path)
-
-
-def _load_critic_checkpoint(path: Path, critic, optimizer, draws: torch.Generator) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        critic.load_state_dict(payload["critic"])
-        optimizer.load_state_dict(payload["optimizer"])
-        draws.set_state(payload["draws"])
-        torch.set_rng_state(payload["torch_rng"])
-    except Exception as error:  # noqa: BLE001 - any failure means the file cannot be used
-        raise ValueError(
-            f"cannot resume the critic from {path} ({error_summary(error)}); delete it to start the critic over"
-        ) from None
-    return {"step": payload["step"], "history": payload["history"]}
+    task = CriticTask(critic, sample_real, sample_fake, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                      device=device)
+    loop = {"steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed}
+    return fit(
+        task, epochs=math.ceil(steps / CRITIC_EPOCH_STEPS), seed=seed, checkpoint=checkpoint,
+        settings={**loop, **(settings or {})}, device=device, svcm_every=svcm_every, progress=progress,
+        description="critic",
+    )
 
 
 def estimate_wasserstein(
@@ -269,8 +232,6 @@ KNOWN_ANSWER = "gaussian-shift"
 """Dataset name of the known-answer pair: ``N(μ, I)`` against ``N(0, I)`` on 1×8×8 images, W1 = ‖μ‖."""
 GAUSSIAN_SHIFT_NORM = 2.0
 WASSERSTEIN_DATASETS: tuple[str, ...] = (KNOWN_ANSWER, *DATASETS)
-_CRITIC_KEYS = ("dataset", "conv", "activation", "orthogonalizer", "gan_epochs", "critic_steps", "lr", "batch_size",
-                "width", "upsample", "seed")
 
 
 def gaussian_shift(seed: int = 0) -> tuple[Tensor, float]:
@@ -280,43 +241,31 @@ def gaussian_shift(seed: int = 0) -> tuple[Tensor, float]:
 
 
 @dataclass
-class WassersteinConfig:
-    """One estimate; ``out_dir`` defaults to ``runs/wasserstein/<dataset>_<conv>_<activation>_seed<seed>``.
+class WassersteinConfig(ExperimentConfig):
+    """One estimate; ``out_dir`` defaults to ``<runs_dir>/wasserstein/<dataset>_<conv>_<activation>_seed<seed>``.
 
-    The generator is trained once per (dataset, seed) into ``checkpoint_dir`` and shared by every
-    critic; ``gan_epochs`` is ignored for the known-answer pair, which needs no generator.
+    The generator is trained once per (dataset, seed) into ``checkpoint_dir`` (default
+    ``<runs_dir>/wasserstein/generators``) and shared by every critic; ``gan_epochs`` is ignored
+    for the known-answer pair, which needs no generator.
     """
 
-    dataset: str = "digits"
-    conv: str = "bcop"
-    activation: str = "maxmin"
-    orthogonalizer: str = DEFAULT_ORTHOGONALIZER
+    batch_size: int = 64
     gan_epochs: int = 20
     critic_steps: int = 1000
-    lr: float = 1e-3
-    batch_size: int = 64
     pairs: int = 6400
     width: int = 64
     upsample: int = 1
-    seed: int = 0
-    device: str = "auto"
-    data_root: str | None = None
-    checkpoint_dir: str = os.path.join("runs", "wasserstein", "generators")
-    out_dir: str | None = None
+    checkpoint_dir: str | None = None
+
+    experiment = "wasserstein"
+    datasets = WASSERSTEIN_DATASETS
+    positive_ints = ("batch_size", "gan_epochs", "critic_steps", "pairs", "width", "upsample")
+    resume_keys = (*ExperimentConfig.resume_keys, "gan_epochs", "critic_steps", "width", "upsample")
 
     def __post_init__(self) -> None:
-        require_choice("dataset", self.dataset, WASSERSTEIN_DATASETS)
-        require_choice("conv", self.conv, tuple(CONV_KINDS))
-        require_choice("activation", self.activation, tuple(ACTIVATIONS))
-        orthogonalizer_options(self.conv, self.orthogonalizer)
-        for name in ("gan_epochs", "critic_steps", "batch_size", "pairs", "width", "upsample"):
-            require_positive_int(name, getattr(self, name))
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0; got {self.lr!r}")
-        require_device(self.device)
-        if self.out_dir is None:
-            name = f"{self.dataset}_{self.conv}_{self.activation}_seed{self.seed}"
-            self.out_dir = os.path.join("runs", "wasserstein", name)
+        super().__post_init__()
+        if self.checkpoint_dir is None:
+            self.checkpoint_dir = os.path.join(self.runs_dir, "wasserstein", "generators")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -330,12 +279,7 @@ class WassersteinConfig:
 
     def load_data(self) -> tuple[Dataset, Dataset] | None:
         """(train, test) splits, failing early with one line if missing; ``None`` for the known-answer pair."""
-        if self.dataset == KNOWN_ANSWER:
-            return None
-        return (
-            load_dataset(self.dataset, self.data_root, train=True),
-            load_dataset(self.dataset, self.data_root, train=False),
-        )
+        return None if self.dataset == KNOWN_ANSWER else super().load_data()
 
 
 def train_generator(config: WassersteinConfig, train_set: Dataset, progress: bool = True) -> tuple[InfoGANGenerator, list[dict]]:
@@ -345,7 +289,8 @@ def train_generator(config: WassersteinConfig, train_set: Dataset, progress: boo
     discriminator = InfoGANDiscriminator(config.input_shape)
     history = train_wgan_gp(
         generator, discriminator, train_set, epochs=config.gan_epochs, settings=WGANSettings(), seed=config.seed,
-        device=resolve_device(config.device), checkpoint=config.generator_checkpoint, progress=progress,
+        device=distributed.setup(resolve_device(config.device)), checkpoint=config.generator_checkpoint,
+        progress=progress and distributed.is_main(),
     )
     return generator, history
 
@@ -354,11 +299,13 @@ def run_wasserstein(config: WassersteinConfig, data: tuple[Dataset, Dataset] | N
     """Generator (if any), critic, estimate: return the results and write ``out_dir/results.json``.
 
     The critic trains on the training split and fresh generator draws; the estimate uses the test
-    split and other draws, so the pairs it averages were never seen in training.
+    split and other draws, so the pairs it averages were never seen in training. On several
+    processes the critic trains with DDP; every rank returns the same results and rank 0 writes them.
     """
     start = time.perf_counter()
     out_dir = Path(config.out_dir)
-    record_settings(out_dir, {key: getattr(config, key) for key in _CRITIC_KEYS})
+    device = distributed.setup(resolve_device(config.device))
+    progress = progress and distributed.is_main()
     generator_record = None
     true_w1 = None
     if config.dataset == KNOWN_ANSWER:
@@ -375,14 +322,12 @@ def run_wasserstein(config: WassersteinConfig, data: tuple[Dataset, Dataset] | N
                             "history": gan_history}
     torch.manual_seed(config.seed)
     critic = dcgan_critic(
-        config.conv, config.activation, config.input_shape, config.width, config.upsample,
-        orthogonalizer_options(config.conv, config.orthogonalizer),
+        config.conv, config.activation, config.input_shape, config.width, config.upsample, config.layer_options()
     )
-    device = resolve_device(config.device)
     history = train_critic(
         critic, sample_train_real, sample_fake, steps=config.critic_steps, lr=config.lr,
         batch_size=config.batch_size, seed=config.seed, device=device, checkpoint=out_dir / "critic.pt",
-        progress=progress,
+        settings=config.settings(), progress=progress,
     )
     estimate = estimate_wasserstein(
         critic, sample_test_real, sample_fake, config.input_shape, pairs=config.pairs, seed=config.seed + 1,
@@ -390,12 +335,14 @@ def run_wasserstein(config: WassersteinConfig, data: tuple[Dataset, Dataset] | N
     )
     results = {
         "experiment": "wasserstein",
-        "config": dataclasses.asdict(config),
+        "config": config.to_dict(),
         **estimate,
         "true_wasserstein": true_w1,
         "generator": generator_record,
         "history": history,
         "seconds": time.perf_counter() - start,
+        "processes": distributed.world_size(),
     }
-    write_json(out_dir / "results.json", results)
+    if distributed.is_main():
+        write_json(out_dir / "results.json", results)
     return results

@@ -16,7 +16,6 @@ from lipnb.attacks import (
     CertificateViolation,
     attack_dataset,
     check_certificates,
-    cw_margin_loss,
     fgsm_l2,
     foolbox_attack,
     pgd_l2,
@@ -24,6 +23,7 @@ from lipnb.attacks import (
     run_attack,
 )
 from lipnb.data import load_dataset
+from lipnb.losses import cw_margin_loss
 from lipnb.layers import BCOPConv2d, BjorckLinear, MaxMin
 
 

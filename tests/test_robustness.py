@@ -58,7 +58,7 @@ def test_run_writes_results_and_refuses_a_different_run_in_the_same_dir(tmp_path
     # the same settings resume (nothing left to train), different ones are refused
     again = run_robustness(config, progress=False)
     assert again["clean_accuracy"] == results["clean_accuracy"]
-    with pytest.raises(ValueError, match="different epochs"):
+    with pytest.raises(ValueError, match="written by a run with epochs=2, not epochs=3; resuming needs the same settings"):
         run_robustness(RobustnessConfig(conv="bcop", epochs=3, attacks="", out_dir=str(tmp_path / "run")), progress=False)
 
 

@@ -6,7 +6,8 @@ from lipnb.data import load_dataset
 from lipnb.layers import SVCMConv2d
 from lipnb.models import build_model
 from lipnb.spectrum import operator_norm
-from lipnb.train import epoch_loader, load_checkpoint, multiclass_hinge_loss, train
+from lipnb.losses import multiclass_hinge_loss
+from lipnb.train import epoch_loader, train
 
 
 def test_hinge_loss_by_hand():
@@ -17,6 +18,8 @@ def test_hinge_loss_by_hand():
     # example 1: j=0: max(0, 1 - (-1 - 0)) = 2; j=1: max(0, 1 - (-1 - 2)) = 4   -> 6 / 3
     expected = (0.5 / 3 + 6 / 3) / 2
     assert float(multiclass_hinge_loss(logits, labels, margin)) == pytest.approx(expected)
+    per_example = multiclass_hinge_loss(logits, labels, margin, reduction="none")
+    torch.testing.assert_close(per_example, torch.tensor([0.5 / 3, 6 / 3]))
 
 
 def tiny_data(n=96):
@@ -26,72 +29,33 @@ def tiny_data(n=96):
     return TensorDataset(x, y)
 
 
-def fit(conv, tmp_path, epochs, name="run.pt", resume=False, **kwargs):
+def fit(conv, tmp_path, epochs, name="run.pt", **kwargs):
     torch.manual_seed(0)
     model = build_model("small", conv, "maxmin", (1, 8, 8), num_classes=4)
     history = train(
         model, tiny_data(), epochs=epochs, margin=0.7, batch_size=16, seed=3,
-        checkpoint=tmp_path / name, resume=resume, progress=False, device="cpu", **kwargs,
+        checkpoint=tmp_path / name, progress=False, device="cpu", **kwargs,
     )
     return model, history
 
 
-class Interrupted(Exception):
-    pass
+class ItemByItem(torch.utils.data.Dataset):
+    """Serves ``data`` item by item (not in memory as far as :func:`epoch_loader` sees)."""
 
-
-class InterruptingDataset(torch.utils.data.Dataset):
-    """Serves ``data`` but fails at the ``fail_at``-th item, like a run killed mid-epoch."""
-
-    def __init__(self, data, fail_at):
-        self.data, self.fail_at, self.served = data, fail_at, 0
+    def __init__(self, data):
+        self.data = data
 
     def __len__(self):
         return len(self.data)
 
     def __getitem__(self, index):
-        self.served += 1
-        if self.served == self.fail_at:
-            raise Interrupted
         return self.data[index]
-
-
-@pytest.mark.parametrize("conv", ["bcop", "ossn", "svcm"])
-def test_interrupted_run_resumes_to_the_same_result(conv, tmp_path):
-    straight, straight_history = fit(conv, tmp_path, epochs=4, name="straight.pt", svcm_every=5)
-    torch.manual_seed(0)
-    model = build_model("small", conv, "maxmin", (1, 8, 8), num_classes=4)
-    with pytest.raises(Interrupted):  # dies in the middle of epoch 3
-        train(model, InterruptingDataset(tiny_data(), fail_at=96 * 2 + 40), epochs=4, margin=0.7, batch_size=16,
-              seed=3, checkpoint=tmp_path / "split.pt", progress=False, device="cpu", svcm_every=5)
-    assert load_checkpoint(tmp_path / "split.pt", model)["epoch"] == 2  # at most one epoch lost
-    resumed, resumed_history = fit(conv, tmp_path, epochs=4, name="split.pt", resume=True, svcm_every=5)
-    for key, value in straight.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, atol=0, rtol=0, msg=key)
-    assert [h["loss"] for h in resumed_history] == [h["loss"] for h in straight_history]
 
 
 def test_learning_rate_drops_tenfold_every_thirty_percent_of_the_epochs(tmp_path):
     _, history = fit("bcop", tmp_path, epochs=10)
     expected = [1e-3] * 3 + [1e-4] * 3 + [1e-5] * 3 + [1e-6]
     assert [h["lr"] for h in history] == pytest.approx(expected)
-
-
-def test_existing_checkpoint_is_not_overwritten(tmp_path):
-    fit("bcop", tmp_path, epochs=1)
-    with pytest.raises(FileExistsError, match="resume=True"):
-        fit("bcop", tmp_path, epochs=1)
-
-
-def test_corrupt_checkpoint_fails_with_one_clear_line(tmp_path):
-    (tmp_path / "run.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"checkpoint .*run\.pt cannot be used .*delete it") as error:
-        fit("bcop", tmp_path, epochs=1, resume=True)
-    assert "\n" not in str(error.value)
-    model = build_model("small", "rko", "maxmin", (1, 8, 8), num_classes=4)
-    fit("bcop", tmp_path, epochs=1, name="other.pt")
-    with pytest.raises(ValueError, match="other.pt cannot be used"):
-        load_checkpoint(tmp_path / "other.pt", model)
 
 
 def test_svcm_is_projected_during_training(tmp_path):
@@ -116,7 +80,7 @@ def old_epoch_loader(dataset, batch_size, seed, epoch, drop_last=False):
 def test_epoch_loader_yields_the_batches_of_the_data_loader_it_replaces(drop_last):
     digits = load_dataset("digits")
     tiny = tiny_data(97)
-    item_by_item = InterruptingDataset(tiny, fail_at=0)  # never fails; not in memory as far as epoch_loader sees
+    item_by_item = ItemByItem(tiny)
     for dataset in (digits, tiny, Subset(digits, range(5, 900)), item_by_item):
         for seed, epoch in ((0, 0), (3, 2), (12, 199)):
             batches = epoch_loader(dataset, 16, seed, epoch, drop_last=drop_last)
@@ -126,10 +90,3 @@ def test_epoch_loader_yields_the_batches_of_the_data_loader_it_replaces(drop_las
             assert len(got) == len(expected)
             for (x, y), (x_old, y_old) in zip(got, expected):
                 assert torch.equal(x, x_old) and torch.equal(y, y_old)
-
-
-def test_epoch_loader_seeds_torchs_generator_for_the_epoch():
-    epoch_loader(tiny_data(), 16, seed=3, epoch=2)
-    drawn = torch.rand(4)
-    torch.manual_seed(3 * 1_000_003 + 2)
-    assert torch.equal(drawn, torch.rand(4))
