@@ -12,6 +12,8 @@ interleaved rounds (order rotated each round, medians):
   training steps and reports its high-water RSS minus its RSS before the first step, once torch,
   the model and the batch exist (so torch's allocations in the steps count); in MiB and as a ratio
   to plain;
+* the **all-reduced gradient bytes** per step under ``torch.distributed`` (DDP sums the gradient of
+  every trainable parameter over the processes), in MiB and as a ratio to plain;
 * the **Cholesky-QR floor** of each arch: one :func:`lipnb.orthogonal.cholesky_qr` forward +
   backward of a near-orthogonal matrix of each linear weight shape ``(out, in)`` of the network,
   the O(n³) work per step that no exact method avoids at batch 128, in ms and as a ratio to the
@@ -292,6 +294,7 @@ def network_rows(timings: dict[Network, Subject], memory: dict[Network, PeakMemo
     for network, subject in timings.items():
         plain = Network(network.arch, Variant(BASELINE))
         plain_subject, plain_memory, peak = timings[plain], memory[plain], memory[network]
+        gradient_mib, plain_gradient_mib = gradient_mebibytes(network), gradient_mebibytes(plain)
         rows.append(
             {
                 "arch": network.arch,
@@ -306,9 +309,16 @@ def network_rows(timings: dict[Network, Subject], memory: dict[Network, PeakMemo
                 "peak_ratio": memory_ratio(peak.step, plain_memory.step),
                 "rss_before_mib": peak.rss_before,
                 "peak_mib": peak.peak,
+                "gradient_mib": gradient_mib,
+                "gradient_ratio": gradient_mib / plain_gradient_mib,
             }
         )
     return rows
+
+
+def gradient_mebibytes(network: Network) -> float:
+    """The gradient bytes that DistributedDataParallel all-reduces every step: all trainable parameters, float32."""
+    return sum(p.numel() * p.element_size() for p in network.build().parameters() if p.requires_grad) / 2**20
 
 
 def floor_rows(floors: dict[str, Subject], timings: dict[Network, Subject]) -> list[dict[str, Any]]:
@@ -350,7 +360,7 @@ def report_text(report: dict[str, Any]) -> str:
     meta = report["meta"]
     columns = ["arch", "network", "train (ms)", "train ×plain", "eval (ms)", "eval ×plain"]
     network_table = markdown(
-        [*columns, "step peak (MiB)", "peak ×plain"],
+        [*columns, "step peak (MiB)", "peak ×plain", "all-reduce (MiB)", "×plain"],
         [
             [
                 row["arch"],
@@ -361,6 +371,8 @@ def report_text(report: dict[str, Any]) -> str:
                 times(row["eval_ratio"]),
                 f"{row['peak_step_mib']:.1f}",
                 times(row["peak_ratio"]),
+                f"{row['gradient_mib']:.2f}",
+                times(row["gradient_ratio"]),
             ]
             for row in report["networks"]
         ],
@@ -376,7 +388,8 @@ def report_text(report: dict[str, Any]) -> str:
         network_table,
         "\nRatios are median time / median time of the plain network of the same arch, timed in the same "
         f"rounds. Step peak: high-water RSS of a child process over {meta['memory_steps']} training step(s) "
-        f"minus its RSS before the first one. FC-3 has no convs: {FC3_LABEL} is its network for every "
+        f"minus its RSS before the first one. All-reduce: the gradient bytes DDP sums over processes every "
+        f"step (every trainable parameter, float32). FC-3 has no convs: {FC3_LABEL} is its network for every "
         "constrained kind.\n",
         floor_table,
         "\nFloor: one Cholesky-QR forward + backward of each linear weight, the O(n³) work per step that no "

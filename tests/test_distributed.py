@@ -111,3 +111,19 @@ def test_only_the_main_rank_writes(tmp_path, monkeypatch):
     config = RobustnessConfig(epochs=1, attacks="fgsm", device="cpu", out_dir=str(tmp_path / "run"))
     results = run_robustness(config, progress=False)
     assert results["epochs_completed"] == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_two_process_wasserstein_run_follows_one_process(tmp_path):
+    """The critic trains with DDP on shares of each global batch; the generator is trained once per rank, then rank 0's."""
+    command = ["-m", "lipnb", "wasserstein", "--dataset", "digits", "--gan-epochs", "1", "--critic-steps", "50",
+               "--width", "8", "--pairs", "640", "--device", "cpu", "--no-progress"]
+    estimates = []
+    for name, launcher in (("one", [sys.executable]), ("two", TORCHRUN)):
+        done = run([*launcher, *command, "--runs-dir", str(tmp_path / name)])
+        assert done.returncode == 0, done.stderr[-3000:]
+        estimates.append(results(tmp_path / name / "wasserstein" / "digits_bcop_maxmin_seed0"))
+    one, two = estimates
+    assert two["processes"] == 2 and two["generator"]["history"][0]["critic_gap"] == one["generator"]["history"][0]["critic_gap"]
+    assert [row["gap"] for row in two["history"]] == pytest.approx([row["gap"] for row in one["history"]], rel=1e-5)
+    assert two["estimate"] == pytest.approx(one["estimate"], rel=1e-5)
+    assert two["lipschitz_bound"] == pytest.approx(one["lipschitz_bound"], abs=1e-5)
