@@ -125,21 +125,19 @@ def run_notebooks(args: argparse.Namespace, common: dict, figures_dir: Path, res
     run_notebook("projector_topology", {"fig_dir": str(figures_dir)}, args.runs_dir)
     if args.robustness:
         for conv in ("bcop", "rko", "ossn", "svcm", "plain"):
-            out_dir = results_dir / "robustness" / f"{args.dataset}_small_{conv}_seed0"
-            run_notebook("robustness", {**common, "conv": conv, "out_dir": str(out_dir)}, args.runs_dir)
+            run_notebook("robustness", {**common, "conv": conv, "runs_dir": str(results_dir)}, args.runs_dir)
     if args.wasserstein:
         for conv in CRITIC_CONVS:
             for activation in CRITIC_ACTIVATIONS:
-                out_dir = results_dir / "wasserstein" / f"{args.dataset}_{conv}_{activation}_seed0"
                 parameters = {
                     "dataset": args.dataset, "conv": conv, "activation": activation, "gan_epochs": args.gan_epochs,
                     "critic_steps": args.critic_steps, "device": args.device, "data_root": args.data_root,
-                    "checkpoint_dir": str(ROOT / "runs" / "wasserstein" / "generators"), "out_dir": str(out_dir),
+                    "checkpoint_dir": str(ROOT / "runs" / "wasserstein" / "generators"), "runs_dir": str(results_dir),
                 }
                 run_notebook("wasserstein", parameters, args.runs_dir)
     run_notebook(
         "singular_values",
-        {**common, "checkpoint_dir": str(results_dir / "robustness"), "fig_dir": str(figures_dir)},
+        {**common, "runs_dir": str(results_dir), "fig_dir": str(figures_dir)},
         args.runs_dir,
     )
 
