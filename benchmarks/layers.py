@@ -37,10 +37,12 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from lipnb.layers import CONV_KINDS, layer_options, lipschitz_conv
+from lipnb.report import render_table
 from timing import (
     WARMUP_STEPS,
     Subject,
@@ -161,19 +163,30 @@ def make_variants(kinds: list[str], orthogonalizers: list[str | None]) -> list[V
     ]
 
 
+def ratio_frame(rows: list[Row], variants: list[Variant]) -> pd.DataFrame:
+    """One row per shape: the baseline's median times (ms), then each variant's train and eval ratios to them."""
+    return pd.DataFrame(
+        [
+            {
+                "shape": row.shape.label + (" ★" if row.shape.headline else ""),
+                f"{BASELINE} train (ms)": row.plain_train_ms,
+                f"{BASELINE} eval (ms)": row.plain_eval_ms,
+                **{
+                    f"{variant.label} {phase}": getattr(row.kinds[variant.label], f"{phase}_ratio")
+                    for variant in variants
+                    for phase in ("train", "eval")
+                },
+            }
+            for row in rows
+        ]
+    )
+
+
 def markdown_table(rows: list[Row], variants: list[Variant]) -> str:
-    header = ["shape", f"{BASELINE} train (ms)", f"{BASELINE} eval (ms)"]
-    header += [f"{variant.label} {phase}" for variant in variants for phase in ("train", "eval")]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        label = row.shape.label + (" ★" if row.shape.headline else "")
-        cells = [label, f"{row.plain_train_ms:.2f}", f"{row.plain_eval_ms:.2f}"]
-        for variant in variants:
-            result = row.kinds[variant.label]
-            cells += [f"{result.train_ratio:.2f}×", f"{result.eval_ratio:.2f}×"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"\nRatios are median time / median {BASELINE} time; ★ marks the README headline shapes.")
-    return "\n".join(lines)
+    """The ratio table in Markdown, with what its numbers are."""
+    ratios = {f"{variant.label} {phase}": "{:.2f}×" for variant in variants for phase in ("train", "eval")}
+    table = render_table(ratio_frame(rows, variants), percent=False, decimals=2, formats=ratios)
+    return f"{table}\n\nRatios are median time / median {BASELINE} time; ★ marks the README headline shapes."
 
 
 def target_lines(rows: list[Row], variants: list[Variant]) -> list[str]:

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -67,6 +68,7 @@ from lipnb.data import DatasetNotFoundError, TensorImages, load_dataset
 from lipnb.layers import CONV_KINDS
 from lipnb.models import ARCHITECTURES, build_model
 from lipnb.orthogonal import cholesky_qr
+from lipnb.report import CellFormat, render_table
 from lipnb.engine import SVCM_EVERY, project_svcm
 from lipnb.losses import MNIST_MARGIN, multiclass_hinge_loss
 from lipnb.train import epoch_loader
@@ -98,6 +100,32 @@ EPOCH_ARCH = "small"
 EPOCH_SEED = 0
 LIBRARY_DEFAULT = "-"  # the orthogonalizer argument of a peak-memory child that passes no option
 KIB_PER_MIB = 1024
+RATIO = "{:.2f}×"
+# The columns of the printed tables: JSON key -> (label, cell format).
+NETWORK_COLUMNS: dict[str, tuple[str, CellFormat | None]] = {
+    "arch": ("arch", None),
+    "network": ("network", None),
+    "train_ms": ("train (ms)", "{:.2f}"),
+    "train_ratio": ("train ×plain", RATIO),
+    "eval_ms": ("eval (ms)", "{:.2f}"),
+    "eval_ratio": ("eval ×plain", RATIO),
+    "peak_step_mib": ("step peak (MiB)", "{:.1f}"),
+    "peak_ratio": ("peak ×plain", RATIO),
+    "gradient_mib": ("all-reduce (MiB)", "{:.2f}"),
+    "gradient_ratio": ("×plain", RATIO),
+}
+FLOOR_COLUMNS: dict[str, tuple[str, CellFormat | None]] = {
+    "arch": ("arch", None),
+    "ms": ("Cholesky-QR floor (ms)", "{:.2f}"),
+    "ratio": ("× plain train step", RATIO),
+    "weights": ("linear weights (out×in)", lambda weights: ", ".join(f"{o}×{i}" for o, i in weights)),
+}
+EPOCH_COLUMNS: dict[str, tuple[str, CellFormat | None]] = {
+    "network": ("Small network", None),
+    "seconds": ("epoch (s)", "{:.1f}"),
+    "ratio": ("× plain", RATIO),
+    "data_share": ("data loading", "{:.1%}"),
+}
 
 
 @dataclass(frozen=True)
@@ -283,11 +311,6 @@ def memory_ratio(value: float, baseline: float) -> float | None:
     return value / baseline if baseline > 0 else None
 
 
-def times(value: float | None) -> str:
-    """A ratio as a table cell."""
-    return "n/a" if value is None else f"{value:.2f}×"
-
-
 def network_rows(timings: dict[Network, Subject], memory: dict[Network, PeakMemory]) -> list[dict[str, Any]]:
     """One JSON row per network: its times and peak memory, and their ratios to the plain network of its arch."""
     rows = []
@@ -349,62 +372,31 @@ def epoch_rows(epochs: dict[Network, Epoch]) -> list[dict[str, Any]]:
     ]
 
 
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+def markdown(rows: list[dict[str, Any]], columns: dict[str, tuple[str, CellFormat | None]]) -> str:
+    """JSON rows as a Markdown table: ``columns`` maps the keys shown to their label and cell format."""
+    frame = pd.DataFrame(rows, columns=list(columns))
+    formats = {key: cell for key, (_, cell) in columns.items() if cell is not None}
+    labels = {key: label for key, (label, _) in columns.items()}
+    return render_table(frame, percent=False, formats=formats, labels=labels)
 
 
 def report_text(report: dict[str, Any]) -> str:
     """The Markdown tables of a report, with what their numbers are."""
     meta = report["meta"]
-    columns = ["arch", "network", "train (ms)", "train ×plain", "eval (ms)", "eval ×plain"]
-    network_table = markdown(
-        [*columns, "step peak (MiB)", "peak ×plain", "all-reduce (MiB)", "×plain"],
-        [
-            [
-                row["arch"],
-                row["network"],
-                f"{row['train_ms']:.2f}",
-                times(row["train_ratio"]),
-                f"{row['eval_ms']:.2f}",
-                times(row["eval_ratio"]),
-                f"{row['peak_step_mib']:.1f}",
-                times(row["peak_ratio"]),
-                f"{row['gradient_mib']:.2f}",
-                times(row["gradient_ratio"]),
-            ]
-            for row in report["networks"]
-        ],
-    )
-    floor_table = markdown(
-        ["arch", "Cholesky-QR floor (ms)", "× plain train step", "linear weights (out×in)"],
-        [
-            [row["arch"], f"{row['ms']:.2f}", times(row["ratio"]), ", ".join(f"{o}×{i}" for o, i in row["weights"])]
-            for row in report["floor"]
-        ],
-    )
     parts = [
-        network_table,
+        markdown(report["networks"], NETWORK_COLUMNS),
         "\nRatios are median time / median time of the plain network of the same arch, timed in the same "
         f"rounds. Step peak: high-water RSS of a child process over {meta['memory_steps']} training step(s) "
         f"minus its RSS before the first one. All-reduce: the gradient bytes DDP sums over processes every "
         f"step (every trainable parameter, float32). FC-3 has no convs: {FC3_LABEL} is its network for every "
         "constrained kind.\n",
-        floor_table,
+        markdown(report["floor"], FLOOR_COLUMNS),
         "\nFloor: one Cholesky-QR forward + backward of each linear weight, the O(n³) work per step that no "
         f"exact method avoids at batch {meta['batch']}.",
     ]
     if report["epoch"] is not None:
-        epoch_table = markdown(
-            ["Small network", "epoch (s)", "× plain", "data loading"],
-            [
-                [row["network"], f"{row['seconds']:.1f}", times(row["ratio"]), f"{100 * row['data_share']:.1f}%"]
-                for row in report["epoch"]
-            ],
-        )
         note = "\nOne MNIST training epoch (60,000 images); data loading: time spent getting batches."
-        parts += ["", epoch_table, note]
+        parts += ["", markdown(report["epoch"], EPOCH_COLUMNS), note]
     return "\n".join(parts)
 
 

@@ -19,7 +19,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from lipnb.plots import plot_certified_curve, plot_critic_curve, save_figure
-from lipnb.report import CONV_ORDER, comparison_table, load_results, paper_table4, summary_table, wasserstein_table
+from lipnb.report import (
+    CONV_ORDER,
+    comparison_table,
+    load_results,
+    paper_table4,
+    render_table,
+    summary_table,
+    wasserstein_table,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -43,22 +51,33 @@ def run_notebook(name: str, parameters: dict, runs_dir: Path) -> Path:
 
 
 def write_tables(results_dir: Path, figures_dir: Path) -> list[Path]:
-    """Table 1 (all metrics) and Table 4, each also beside the paper's, as Markdown and LaTeX."""
-    tables = {}
-    if robustness := load_results(results_dir, "robustness", allow_none=True):
-        tables["table1"] = summary_table(robustness, metrics=TABLE_METRICS)
-        tables["table1_vs_paper"] = comparison_table(robustness)
-    if wasserstein := load_results(results_dir, "wasserstein", allow_none=True):
-        tables["table4"] = wasserstein_table(wasserstein)
-        tables["table4_paper"] = paper_table4()
+    """Table 1 (all metrics) and Table 4, each also beside the paper's, as Markdown and LaTeX.
+
+    From ``results_dir/robustness`` and ``results_dir/wasserstein``: other runs kept in
+    ``results_dir`` (the orthogonalizer parity runs) are trained differently and not pooled in.
+    """
+    tables = {}  # name: (table, decimals of its numbers other than accuracies)
+    if robustness := _runs(results_dir, "robustness"):
+        autoattack = ("attacks.autoattack",) if any("autoattack" in run.get("attacks", {}) for run in robustness) else ()
+        tables["table1"] = (summary_table(robustness, metrics=(*TABLE_METRICS, *autoattack)), 4)
+        tables["table1_vs_paper"] = (comparison_table(robustness), 4)
+    if wasserstein := _runs(results_dir, "wasserstein"):
+        tables["table4"] = (wasserstein_table(wasserstein), 4)
+        tables["table4_paper"] = (paper_table4(), 2)  # as the paper prints them
     figures_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, table in tables.items():
-        for suffix, text in (("md", table.to_markdown()), ("tex", table.to_latex())):
+    for name, (table, decimals) in tables.items():
+        for suffix, fmt in (("md", "markdown"), ("tex", "latex")):
             path = figures_dir / f"{name}.{suffix}"
-            path.write_text(text + "\n")
+            path.write_text(render_table(table, fmt, decimals=decimals) + "\n")
             written.append(path)
     return written
+
+
+def _runs(results_dir: Path, experiment: str) -> list[dict]:
+    """The runs of ``experiment`` under ``results_dir/<experiment>`` (none if it does not exist)."""
+    directory = results_dir / experiment
+    return load_results(directory, experiment, allow_none=True) if directory.is_dir() else []
 
 
 def write_certified_curves(results_dir: Path, figures_dir: Path) -> list[Path]:

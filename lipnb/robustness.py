@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from lipnb import attacks as attack_lib
 from lipnb import distributed
 from lipnb._runs import write_json
-from lipnb._validation import require_choice
+from lipnb._validation import require_choice, require_positive_int
 from lipnb.certify import certified_accuracy, certified_radii, predict
 from lipnb.data import dataset_info
 from lipnb.experiment import ExperimentConfig
@@ -38,18 +38,23 @@ DATASET_DEFAULTS: dict[str, tuple[float, float]] = {
     "stl10": (CIFAR_MARGIN, 36 / 255),
 }
 FOOLBOX_POINTS = 100  # Boundary and Pointwise attacks run on the first 100 test points (Sec. 5.2)
-ATTACK_BATCH = 100  # test points per attack batch; batch b of PGD draws its random starts from seed + b
+ATTACK_BATCH = 100  # test points per attack batch; batch b of PGD and AutoAttack is seeded by (seed, b)
 
 
 @dataclass
 class RobustnessConfig(ExperimentConfig):
-    """One robustness run; ``margin``/``eps`` default to the dataset's paper values."""
+    """One robustness run; ``margin``/``eps`` default to the dataset's paper values.
+
+    ``attacks`` defaults to the paper's four; ``"autoattack"`` adds AutoAttack (standard L2) on the
+    first ``autoattack_limit`` test points (``None``: all of them).
+    """
 
     arch: str = "small"
     epochs: int = 30
     margin: float | None = None
     eps: float | None = None
-    attacks: list[str] = field(default_factory=lambda: list(attack_lib.ATTACKS))
+    attacks: list[str] = field(default_factory=lambda: list(attack_lib.PAPER_ATTACKS))
+    autoattack_limit: int | None = None
 
     experiment = "robustness"
     positive_ints = ("batch_size", "epochs")
@@ -62,6 +67,8 @@ class RobustnessConfig(ExperimentConfig):
             self.attacks = [name.strip() for name in self.attacks.split(",") if name.strip()]
         for name in self.attacks:
             require_choice("attack", name, attack_lib.ATTACKS)
+        if self.autoattack_limit is not None:
+            require_positive_int("autoattack_limit", self.autoattack_limit)
         default_margin, default_eps = DATASET_DEFAULTS[self.dataset]
         self.margin = default_margin if self.margin is None else self.margin
         self.eps = default_eps if self.eps is None else self.eps
@@ -139,12 +146,15 @@ def run_robustness(
                 accuracy = _attack(name, model, test_set, points, certified, config.eps, device, progress)
             results["attacks"][name] = distributed.from_main(accuracy)
             continue
-        batches = distributed.shard(range(math.ceil(len(test_set) / ATTACK_BATCH)))  # type: ignore[arg-type]
+        count = len(test_set)  # type: ignore[arg-type]
+        if name == "autoattack" and config.autoattack_limit is not None:
+            count = min(count, config.autoattack_limit)
+        batches = distributed.shard(range(math.ceil(count / ATTACK_BATCH)))
         robust, total = 0.0, 0
         for batch in tqdm(batches, desc=f"{name} eps={config.eps:g}", unit="batch", disable=not progress):
-            points = range(batch * ATTACK_BATCH, min((batch + 1) * ATTACK_BATCH, len(test_set)))  # type: ignore[arg-type]
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + batch) if name == "pgd" else None
-            robust += _attack(name, model, test_set, points, certified, config.eps, device, False, generator) * len(points)
+            points = range(batch * ATTACK_BATCH, min((batch + 1) * ATTACK_BATCH, count))
+            options = _seeded(name, config.seed * 1_000_003 + batch)
+            robust += _attack(name, model, test_set, points, certified, config.eps, device, False, options) * len(points)
             total += len(points)
         robust, total = distributed.sum_over_ranks([robust, total], device)
         results["attacks"][name] = robust / total
@@ -153,12 +163,19 @@ def run_robustness(
     return results
 
 
+def _seeded(name: str, seed: int) -> dict[str, object]:
+    """The options that seed attack ``name`` (PGD's random start, AutoAttack's restarts); none for the others."""
+    if name == "pgd":
+        return {"generator": torch.Generator().manual_seed(seed)}
+    return {"seed": seed} if name == "autoattack" else {}
+
+
 def _attack(
     name: str, model: nn.Module, test_set: Dataset, points: range, certified: torch.Tensor, eps: float,
-    device: torch.device, progress: bool, generator: torch.Generator | None = None,
+    device: torch.device, progress: bool, options: dict[str, object] | None = None,
 ) -> float:
     """Robust accuracy of attack ``name`` on the test ``points``, with the soundness check on."""
-    options = {} if generator is None else {"generator": generator}
+    options = options or {}
     x, y, x_adv = attack_lib.attack_dataset(
         name, model, Subset(test_set, points), eps, batch_size=ATTACK_BATCH, device=device, progress=progress, **options
     )

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 import lipnb
 from lipnb.attacks import (
     ATTACKS,
+    PAPER_ATTACKS,
     CertificateViolation,
     attack_dataset,
     check_certificates,
@@ -24,6 +25,7 @@ from lipnb.attacks import (
 )
 from lipnb.data import load_dataset
 from lipnb.losses import cw_margin_loss
+from lipnb.robustness import RobustnessConfig, run_robustness
 from lipnb.layers import BCOPConv2d, BjorckLinear, MaxMin
 
 
@@ -219,7 +221,8 @@ def test_run_attack_rejects_unknown_names():
     model, x, y, _ = _linear_two_class()
     with pytest.raises(ValueError, match="'pgd', 'fgsm', 'boundary', 'pointwise'"):
         run_attack("deepfool", model, x, y, 0.1)
-    assert ATTACKS == ("pgd", "fgsm", "boundary", "pointwise")
+    assert ATTACKS == ("pgd", "fgsm", "boundary", "pointwise", "autoattack")
+    assert PAPER_ATTACKS == ATTACKS[:4]
 
 
 def test_foolbox_attacks_without_foolbox_ask_for_the_extra(monkeypatch):
@@ -242,3 +245,41 @@ def test_attack_dataset_limit_and_loader(bcop_model):
     assert x2.shape == x_adv2.shape == (10, 1, 8, 8)
     torch.testing.assert_close(y2, dataset.tensors[1][:10])
     assert (_norms(x_adv2 - x2) <= 0.2 + 1e-5).all()
+
+
+def test_autoattack_breaks_exactly_the_points_a_linear_model_cannot_defend():
+    """Known answer: for f(x) = Wx + b the smallest L2 perturbation that changes the class of x is
+    min_j (f_y − f_j) / ‖w_y − w_j‖. Inputs in [0.3, 0.7] with eps = 0.03 keep the box inactive, so every
+    point closer than eps must be broken and no point farther may be (a certificate, exact here)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():  # every class ties at the grey image: the points below lie near their boundaries
+        model[1].weight.normal_()
+        model[1].bias.copy_(-0.5 * model[1].weight.sum(1))
+    x = (0.5 + 0.1 * torch.randn(80, 1, 8, 8)).clamp(0.3, 0.7)
+    with torch.no_grad():
+        logits = model(x)
+    y = logits.argmax(1)  # every point starts correctly classified
+    weight = model[1].weight.detach()
+    gaps = logits.gather(1, y[:, None]) - logits  # f_y − f_j
+    distances = gaps / (weight[y][:, None, :] - weight[None, :, :]).norm(dim=-1).clamp_min(1e-12)
+    distances.scatter_(1, y[:, None], float("inf"))
+    minimal = distances.min(1).values
+    eps = 0.03
+    assert (minimal < 0.9 * eps).sum() >= 10 and (minimal > 1.1 * eps).sum() >= 10  # both kinds are present
+    x_adv = run_attack("autoattack", model, x, y, eps, seed=1)
+    assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= eps + 1e-6 and 0 <= float(x_adv.min())
+    broken = model(x_adv).argmax(1) != y
+    assert broken[minimal < 0.9 * eps].all()
+    assert not broken[minimal > eps].any()
+    check_certificates(model, x, x_adv, y, minimal > eps, eps)
+
+
+def test_autoattack_in_a_robustness_run_on_a_limit_of_points(tmp_path):
+    config = RobustnessConfig(epochs=1, attacks="pgd,autoattack", autoattack_limit=100, device="cpu",
+                              out_dir=str(tmp_path / "run"))
+    results = run_robustness(config, progress=False)  # the soundness check runs on every attacked point
+    assert set(results["attacks"]) == {"pgd", "autoattack"}
+    assert results["certified_accuracy"] <= results["attacks"]["autoattack"] <= results["clean_accuracy"] + 1e-9
+    with pytest.raises(ValueError, match="autoattack_limit must be a positive integer"):
+        RobustnessConfig(autoattack_limit=0)

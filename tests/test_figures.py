@@ -1,23 +1,29 @@
 import json
 
+import pytest
+
 from lipnb.figures import main, write_certified_curves, write_critic_curves, write_tables
+from lipnb.report import load_results, summary_table
 
 
 def test_tables_are_written_from_results(tmp_path):
-    for conv, clean in (("bcop", 0.97), ("rko", 0.96)):
-        run_dir = tmp_path / "results" / f"mnist_small_{conv}_seed0"
+    for where, conv, clean, epochs in (("robustness", "bcop", 0.97, 15), ("robustness", "rko", 0.96, 15),
+                                       ("parity", "bcop", 0.5, 3)):  # a differently trained run beside them
+        run_dir = tmp_path / "results" / where / f"mnist_small_{conv}_seed0"
         run_dir.mkdir(parents=True)
-        run = {"config": {"dataset": "mnist", "arch": "small", "conv": conv}, "eps": 1.58,
+        run = {"config": {"dataset": "mnist", "arch": "small", "conv": conv, "epochs": epochs}, "eps": 1.58,
                "clean_accuracy": clean, "certified_accuracy": 0.4, "attacks": {"pgd": 0.7},
                "certified_curve": {"eps": [0.0, 1.0, 2.0], "accuracy": [clean, 0.5, 0.1]}}
         (run_dir / "results.json").write_text(json.dumps(run))
+    with pytest.raises(ValueError, match=r"differ in epochs \(15, 3\): they are not seeds of one setting"):
+        summary_table(load_results(tmp_path / "results"))
     written = write_tables(tmp_path / "results", tmp_path / "figures")
     assert sorted(p.name for p in written) == ["table1.md", "table1.tex", "table1_vs_paper.md", "table1_vs_paper.tex"]
     table = (tmp_path / "figures" / "table1.md").read_text()
-    assert "97.00" in table and "70.00" in table
+    assert "97.00" in table and "70.00" in table and "50.00" not in table and "±" not in table
     comparison = (tmp_path / "figures" / "table1_vs_paper.md").read_text()
     assert "97.54" in comparison and "43.58" in comparison  # the paper's BCOP clean and RKO certified
-    curves = write_certified_curves(tmp_path / "results", tmp_path / "figures")
+    curves = write_certified_curves(tmp_path / "results" / "robustness", tmp_path / "figures")
     assert [p.name for p in curves] == ["certified_accuracy_mnist_small.png", "certified_accuracy_mnist_small.pdf"]
     assert all(p.stat().st_size > 1000 for p in curves)
 

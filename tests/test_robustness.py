@@ -8,6 +8,7 @@ import pytest
 
 from lipnb.data import DatasetNotFoundError
 from lipnb.robustness import RobustnessConfig, run_robustness
+from lipnb.wasserstein import WassersteinConfig
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "robustness.ipynb"
 
@@ -69,3 +70,11 @@ def test_notebook_stops_on_a_bad_parameter_before_training(tmp_path):
             progress_bar=False, cwd=str(tmp_path),
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_cuda_device_on_a_machine_without_one_fails_at_validation(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for config_class in (RobustnessConfig, WassersteinConfig):
+        with pytest.raises(ValueError, match=r"^device 'cuda' was asked for, but torch sees no CUDA GPU here; use "
+                                             r"device='cpu' or 'auto'$"):
+            config_class(device="cuda")

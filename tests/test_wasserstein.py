@@ -173,10 +173,15 @@ def test_dataset_runs_share_one_frozen_generator_and_tabulate_like_table4(tmp_pa
         assert run["lipschitz_bound"] <= 1 + 1e-5 and run["estimate"] > 0
     runs = load_results(tmp_path / "runs", "wasserstein")
     table = wasserstein_table(runs)
-    assert table.columns == ["Conv", "digits MaxMin", "digits ReLU"]
-    assert table.rows == [["bcop", f"{first['estimate']:.4f}", None], ["rko", None, f"{second['estimate']:.4f}"]]
+    assert list(table.index) == ["bcop", "rko"]
+    assert list(table.columns) == [("digits", a, s) for a in ("maxmin", "relu") for s in ("mean", "std", "n")]
+    assert table.loc["bcop", ("digits", "maxmin", "mean")] == first["estimate"]
+    assert table.loc["rko", ("digits", "relu", "mean")] == second["estimate"]
+    assert table.xs("n", axis=1, level="statistic").to_numpy().tolist() == [[1, 0], [0, 1]]
     assert report_main([str(tmp_path / "runs"), "--wasserstein"]) == 0
-    assert "digits ReLU" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert [cell.strip() for cell in lines[0].strip("|").split("|")] == ["Conv", "digits MaxMin", "digits ReLU"]
+    assert [cell.strip() for cell in lines[2].strip("|").split("|")] == ["bcop", f"{first['estimate']:.4f}", "—"]
     with pytest.raises(ValueError, match="no results.json of a robustness run"):
         load_results(tmp_path / "runs")
 
