@@ -34,7 +34,7 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 #: Row order of the conv column; convs not listed here follow, alphabetically.
-CONV_ORDER = ("bcop", "rko", "ossn", "svcm", "plain")
+CONV_ORDER = ("bcop", "rko", "ossn", "svcm", "aol", "soc", "plain")
 #: Order of the datasets (the paper's first, the known answer last); others follow, alphabetically.
 DATASET_ORDER = ("stl10", "cifar10", "mnist", "fashion-mnist", "digits", "gaussian-shift")
 #: Order of the values of each index level of the tables (numbers, then other names, follow).

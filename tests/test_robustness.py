@@ -78,3 +78,12 @@ def test_a_cuda_device_on_a_machine_without_one_fails_at_validation(monkeypatch)
         with pytest.raises(ValueError, match=r"^device 'cuda' was asked for, but torch sees no CUDA GPU here; use "
                                              r"device='cpu' or 'auto'$"):
             config_class(device="cuda")
+
+
+@pytest.mark.parametrize("conv", ["aol", "soc"])
+def test_certificates_of_the_layers_after_the_paper_survive_pgd(conv, tmp_path):
+    """A trained Small network of each newer kind: its measured bound certifies, and PGD breaks no certificate."""
+    config = RobustnessConfig(conv=conv, epochs=2, attacks="pgd", eps=0.2, device="cpu", out_dir=str(tmp_path / conv))
+    results = run_robustness(config, progress=False)  # raises CertificateViolation if PGD breaks a certified point
+    assert results["lipschitz_bound"] <= 1 + 1e-4
+    assert 0 < results["certified_accuracy"] <= results["attacks"]["pgd"] <= results["clean_accuracy"]

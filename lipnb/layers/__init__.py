@@ -1,4 +1,4 @@
-"""Lipschitz layers: convolutions (BCOP, RKO, OSSN, SVCM, plain), Björck linear, activations."""
+"""Lipschitz layers: convolutions (BCOP, RKO, OSSN, SVCM, plain; AOL, SOC), Björck linear, activations."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch import nn
 
 from lipnb._validation import require_choice
 from lipnb.layers.activations import GroupSort, MaxMin
+from lipnb.layers.aol import AOLConv2d
 from lipnb.layers.bcop import BCOPConv2d
 from lipnb.layers.conv import LipschitzConv2d, PlainConv2d
 from lipnb.layers.downsampling import InvertibleDownsampling
@@ -16,6 +17,7 @@ from lipnb.layers.linear import BjorckLinear
 from lipnb.layers.parametrized import Orthonormal, WeightMap
 from lipnb.layers.ossn import OSSNConv2d
 from lipnb.layers.rko import RKOConv2d
+from lipnb.layers.soc import SOCConv2d
 from lipnb.layers.svcm import SVCMConv2d
 from lipnb.layers.upsampling import NearestUpsampling
 
@@ -25,6 +27,8 @@ CONV_KINDS: dict[str, type[LipschitzConv2d]] = {
     "ossn": OSSNConv2d,
     "svcm": SVCMConv2d,
     "plain": PlainConv2d,
+    "aol": AOLConv2d,
+    "soc": SOCConv2d,
 }
 
 
@@ -58,6 +62,7 @@ def layer_options(layer_class: type[nn.Module]) -> tuple[str, ...]:
 
 
 __all__ = [
+    "AOLConv2d",
     "BCOPConv2d",
     "BjorckLinear",
     "CONV_KINDS",
@@ -70,6 +75,7 @@ __all__ = [
     "Orthonormal",
     "PlainConv2d",
     "RKOConv2d",
+    "SOCConv2d",
     "SVCMConv2d",
     "WeightMap",
     "layer_options",
