@@ -1,9 +1,23 @@
-"""Shared helpers: the independent reference for every spectral claim."""
+"""Shared helpers: the independent reference for every spectral claim, and the training steps that stress it."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
+
+def train_steps(layer: nn.Module, input_shape: tuple[int, ...], steps: int = 20, lr: float = 1e-2) -> None:
+    """Adam on a random regression: enough to move every parameter well away from its init."""
+    layer.train()
+    optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
+    x = torch.rand(8, *input_shape)
+    with torch.no_grad():
+        target = torch.randn_like(layer(x))
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (layer(x) - target).square().mean().backward()
+        optimizer.step()
 
 
 def dense_operator(layer, input_shape: tuple[int, ...]) -> torch.Tensor:

@@ -2,26 +2,12 @@
 
 import pytest
 import torch
-from torch import nn
 
-from conftest import dense_operator, dense_singular_values
+from conftest import dense_operator, dense_singular_values, train_steps
 from lipnb import export
 from lipnb.circulant import circular_conv2d
 from lipnb.layers.aol import AOLConv2d
 from lipnb.spectrum import operator_norm
-
-
-def train_steps(layer: nn.Module, input_shape, steps: int = 20, lr: float = 1e-2) -> None:
-    """Adam on a random regression, as in ``test_layers``."""
-    layer.train()
-    optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
-    x = torch.rand(8, *input_shape)
-    with torch.no_grad():
-        target = torch.randn_like(layer(x))
-    for _ in range(steps):
-        optimizer.zero_grad()
-        (layer(x) - target).square().mean().backward()
-        optimizer.step()
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import dense_singular_values
+from conftest import dense_singular_values, train_steps
 from lipnb import export
 from lipnb.layers import (
     CONV_KINDS,
@@ -19,19 +19,6 @@ from lipnb.layers import (
 )
 from lipnb.orthogonal import polar
 from lipnb.spectrum import singular_values
-
-
-def train_steps(layer: nn.Module, input_shape, steps: int = 20, lr: float = 1e-2) -> None:
-    """Adam on a random regression: enough to move every parameter well away from its init."""
-    layer.train()
-    optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
-    x = torch.rand(8, *input_shape)
-    with torch.no_grad():
-        target = torch.randn_like(layer(x))
-    for _ in range(steps):
-        optimizer.zero_grad()
-        (layer(x) - target).square().mean().backward()
-        optimizer.step()
 
 
 BCOP_SHAPES = [(3, 6), (5, 5), (6, 3)]  # in < out (isometry), in = out, in > out (co-isometry)

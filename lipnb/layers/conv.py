@@ -74,7 +74,7 @@ class LipschitzConv2d(nn.Module):
         conv = nn.Conv2d(
             self.conv_in_channels,
             self.out_channels,
-            self.conv_kernel_size,
+            weight.shape[-1],
             padding="same",
             padding_mode="circular",
             bias=self.bias is not None,

@@ -24,7 +24,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from lipnb._validation import require_positive_int
 from lipnb.circulant import circular_conv2d
@@ -47,7 +47,10 @@ class SOCConv2d(LipschitzConv2d):
     fixed at construction. ``L`` is rescaled so that ``‖L‖₂ ≤ max_norm`` (:class:`SkewKernel`).
     ``forward`` applies the series to the input, ``T`` convolutions with the small kernel ``L``
     (SOC's way: valid at any input size, ``T·k_L²`` instead of ``(T(k_L−1)+1)²`` taps per pixel);
-    ``weight`` is the equivalent expanded kernel ``(out, in·s², K, K)``, ``K = T(k_L − 1) + 1``.
+    ``weight`` is the equivalent expanded kernel ``(out, in·s², K, K)``, ``K = T(k_L − 1) + 1``,
+    so ``vanilla_export`` (in the current mode) is an ``nn.Conv2d`` with that kernel; its circular
+    padding needs maps (after downsampling) of at least ``(K − 1)/2`` pixels per side, where torch
+    refuses to wrap twice and only :meth:`forward` applies.
     """
 
     def __init__(
@@ -99,30 +102,6 @@ class SOCConv2d(LipschitzConv2d):
         x = F.pad(x, (0, 0, 0, 0, 0, self.channels - self.conv_in_channels))
         y = taylor_exp_apply(x, self.skew_kernel, self.terms)[:, : self.out_channels]
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
-
-    def vanilla_export(self) -> nn.Module:
-        """``nn.Conv2d`` with the expanded ``K × K`` kernel of the current mode (export in eval mode).
-
-        Its circular padding needs inputs (after downsampling) of at least ``(K − 1)/2`` pixels per
-        side; torch refuses smaller ones ("wrapping around more than once"), where only
-        :meth:`forward` applies.
-        """
-        weight = self.weight.detach()
-        conv = nn.Conv2d(
-            self.conv_in_channels,
-            self.out_channels,
-            weight.shape[-1],
-            padding="same",
-            padding_mode="circular",
-            bias=self.bias is not None,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        with torch.no_grad():
-            conv.weight.copy_(weight)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return conv if self.downsample is None else nn.Sequential(nn.PixelUnshuffle(self.stride), conv)
 
     def extra_repr(self) -> str:
         expansion = self.parametrizations.weight[0]
