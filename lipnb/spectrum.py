@@ -48,7 +48,8 @@ def singular_values(layer: nn.Module, input_size: tuple[int, int] | None = None)
     if input_size is None:
         raise ValueError(f"singular_values of {type(layer).__name__} needs input_size=(height, width)")
     if isinstance(layer, LipschitzConv2d):
-        return conv_singular_values(layer.weight, layer.conv_input_size(input_size))
+        conv_input_size = layer.conv_input_size(input_size)
+        return conv_singular_values(layer.weight_at(conv_input_size), conv_input_size)
     if isinstance(layer, nn.Conv2d):
         _check_exact_conv(layer)
         return conv_singular_values(layer.weight, input_size)

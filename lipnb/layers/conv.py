@@ -68,6 +68,14 @@ class LipschitzConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return circular_conv2d(self.prepare_input(x), self.weight, self.bias)
 
+    def weight_at(self, conv_input_size: tuple[int, int]) -> Tensor:
+        """The stride-1 kernel acting on maps of ``conv_input_size`` (after downsampling).
+
+        ``self.weight`` for every kind whose kernel does not depend on the input size; a kind
+        parametrized in the frequency domain of the input grid (Cayley) overrides this.
+        """
+        return self.weight
+
     def vanilla_export(self) -> nn.Module:
         """An equivalent plain-torch module: ``nn.Conv2d`` (after ``nn.PixelUnshuffle`` if strided)."""
         weight = self.weight.detach()
