@@ -82,7 +82,7 @@ class LipschitzConv2d(nn.Module):
         conv = nn.Conv2d(
             self.conv_in_channels,
             self.out_channels,
-            weight.shape[-1],
+            tuple(weight.shape[-2:]),
             padding="same",
             padding_mode="circular",
             bias=self.bias is not None,
