@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from lipnb.layers import CONV_KINDS, layer_options, lipschitz_conv
+from lipnb.models import RESIDUAL_BLOCK_KINDS
 from lipnb.report import render_table
 from timing import (
     WARMUP_STEPS,
@@ -131,6 +132,11 @@ def mean_square(out: Tensor) -> Tensor:
     return out.square().mean()
 
 
+def applies(kind: str, shape: Shape) -> bool:
+    """Whether ``kind`` has a layer of ``shape``: residual blocks (SLL) keep the width, so need ``cin == cout``."""
+    return kind not in RESIDUAL_BLOCK_KINDS or shape.cin == shape.cout
+
+
 def make_subjects(shape: Shape, variants: list[Variant], batch: int) -> list[Subject]:
     """The baseline and one layer per variant, all seeded alike and sharing one fixed input."""
     torch.manual_seed(0)
@@ -138,6 +144,8 @@ def make_subjects(shape: Shape, variants: list[Variant], batch: int) -> list[Sub
     baseline = nn.Conv2d(shape.cin, shape.cout, shape.kernel, padding="same", padding_mode="circular")
     subjects = [training_subject(BASELINE, baseline, x, mean_square)]
     for variant in variants:
+        if not applies(variant.kind, shape):
+            continue
         layer = lipschitz_conv(variant.kind, shape.cin, shape.cout, shape.kernel, **variant.options)
         subjects.append(training_subject(variant.label, layer, x, mean_square))
     return subjects
@@ -172,7 +180,9 @@ def ratio_frame(rows: list[Row], variants: list[Variant]) -> pd.DataFrame:
                 f"{BASELINE} train (ms)": row.plain_train_ms,
                 f"{BASELINE} eval (ms)": row.plain_eval_ms,
                 **{
-                    f"{variant.label} {phase}": getattr(row.kinds[variant.label], f"{phase}_ratio")
+                    f"{variant.label} {phase}": (
+                        getattr(row.kinds[variant.label], f"{phase}_ratio") if variant.label in row.kinds else None
+                    )
                     for variant in variants
                     for phase in ("train", "eval")
                 },

@@ -66,7 +66,8 @@ from torch import Tensor, nn
 
 from lipnb.data import DatasetNotFoundError, TensorImages, load_dataset
 from lipnb.layers import CONV_KINDS
-from lipnb.models import ARCHITECTURES, build_model
+from lipnb.layers import BjorckLinear
+from lipnb.models import ARCHITECTURES, RESIDUAL_BLOCK_KINDS, build_model
 from lipnb.orthogonal import cholesky_qr
 from lipnb.report import CellFormat, render_table
 from lipnb.engine import SVCM_EVERY, project_svcm
@@ -143,11 +144,12 @@ class Network:
         return FC3_LABEL if orthogonalizer is None else f"{FC3_LABEL}[{orthogonalizer}]"
 
     def build(self) -> nn.Sequential:
-        """The network, seeded alike for every variant."""
+        """The network, seeded alike for every variant (MaxMin; ReLU inside the residual blocks)."""
         torch.manual_seed(0)
         options = self.variant.options or None
+        activation = "relu" if self.arch == "residual" else "maxmin"
         return build_model(
-            self.arch, self.variant.kind, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES, layer_options=options
+            self.arch, self.variant.kind, activation, INPUT_SHAPE, NUM_CLASSES, layer_options=options
         )
 
 
@@ -174,7 +176,13 @@ class Epoch:
 
 
 def networks(arch: str, variants: list[Variant]) -> list[Network]:
-    """The plain baseline of ``arch``, then its constrained networks (FC-3: one per orthogonalizer)."""
+    """The plain baseline of ``arch``, then its constrained networks (FC-3: one per orthogonalizer).
+
+    ``residual`` is built by the kinds of residual blocks only (SLL), the other archs by the rest.
+    """
+    variants = [variant for variant in variants if (variant.kind in RESIDUAL_BLOCK_KINDS) == (arch == "residual")]
+    if not variants:
+        return []
     if arch == "fc3":
         variants = list(dict.fromkeys(Variant(FC3_KIND, variant.orthogonalizer) for variant in variants))
     return [Network(arch, Variant(BASELINE)), *(Network(arch, variant) for variant in variants)]
@@ -195,8 +203,8 @@ def hinge_subject(network: Network, x: Tensor, y: Tensor) -> Subject:
 
 
 def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
-    """The ``(out, in)`` weight shape of each linear layer of ``model``."""
-    return [(m.out_features, m.in_features) for m in model.modules() if isinstance(m, nn.Linear)]
+    """The ``(out, in)`` weight shape of each Björck linear layer of ``model``."""
+    return [(m.out_features, m.in_features) for m in model.modules() if isinstance(m, BjorckLinear)]
 
 
 def near_orthogonal(shape: tuple[int, int]) -> Tensor:
@@ -223,9 +231,9 @@ def benchmark_arch(
 ) -> tuple[dict[Network, Subject], Subject]:
     """The timed networks of ``arch`` and its Cholesky-QR floor, all in the same interleaved rounds."""
     x, y = batch_data(batch)
-    subjects = {network: hinge_subject(network, x, y) for network in networks(arch, variants)}
-    baseline = subjects[Network(arch, Variant(BASELINE))]
-    floor = floor_subject(linear_shapes(baseline.module))
+    baseline, *constrained = networks(arch, variants)
+    subjects = {network: hinge_subject(network, x, y) for network in (baseline, *constrained)}
+    floor = floor_subject(linear_shapes(subjects[constrained[0]].module))
     interleaved_rounds([*subjects.values(), floor], steps, rounds, warmup)
     return subjects, floor
 
@@ -449,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     timings: dict[Network, Subject] = {}
     floors: dict[str, Subject] = {}
     for arch in archs:
+        if not networks(arch, variants):
+            continue  # no kind asked for builds this arch
         print(f"timing {arch} ...", file=sys.stderr, flush=True)
         subjects, floors[arch] = benchmark_arch(arch, variants, args.batch, args.steps, args.rounds, warmup)
         timings.update(subjects)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from lipnb.data import dataset_info
 from lipnb.layers import LipschitzConv2d
+from lipnb.models import RESIDUAL_BLOCK_KINDS
 from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER
 from lipnb.robustness import RobustnessConfig, initial_model, train_model
 from lipnb.spectrum import layer_spectra, lipschitz_bound, spectrum_summary
@@ -84,6 +85,12 @@ def singular_values_before_and_after(
     """
     if isinstance(convs, str):
         convs = (convs,)
+    nonlinear = [conv for conv in convs if conv in RESIDUAL_BLOCK_KINDS]
+    if nonlinear:
+        raise ValueError(
+            f"Figure 2 shows the spectra of linear convolutions; {', '.join(map(repr, nonlinear))} is a nonlinear "
+            f"residual block with no spectrum (its bound is a declared rule): leave it out"
+        )
     configs = {
         conv: RobustnessConfig(
             conv=conv, dataset=dataset, arch="large", orthogonalizer=orthogonalizer, epochs=epochs, seed=seed,

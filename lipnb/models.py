@@ -8,7 +8,17 @@ Each 4×4 stride-2 conv of the original networks is invertible downsampling + a 
 ``small``   conv 16 4×4 s2 → conv 32 4×4 s2 → FC 100 → FC 10
 ``large``   conv 32 3×3 → conv 32 4×4 s2 → conv 64 3×3 → conv 64 4×4 s2 → FC 512 → FC 512 → FC 10
 ``fc3``     FC 1024 → FC 1024 → FC 1024 → FC 10 (Björck linear, no convs)
+``residual`` downsample 2 → pad to 16 channels → block 16 3×3 → downsample 2 → block 64 3×3 →
+            FC block (hidden 100) → FC 10
 ==========  ===========================================================================
+
+``residual`` is for kinds that keep the width, SLL's residual blocks (``conv="sll"``): the SLL
+paper's small CIFAR network scaled to 28×28 and to the size of ``small`` (about 390k parameters
+against 166k). Width and resolution change only by invertible downsampling and zero channel
+padding, both isometries; the blocks are :class:`~lipnb.layers.SLLConv2d` and one
+:class:`~lipnb.layers.SLLLinear` (ReLU inside, as the SLL theorem needs: ``activation="relu"``);
+the last layer is Björck linear. With ``conv="plain"`` each block is an unconstrained
+``x + W₂ relu(W₁ x + b)``, the baseline.
 
 Linear layers are :class:`~lipnb.layers.BjorckLinear`, except with ``conv="plain"``, the
 unconstrained baseline, where every layer is a plain one. ``layer_options`` reach every layer that
@@ -24,7 +34,18 @@ from typing import Any
 from torch import nn
 
 from lipnb._validation import require_choice, require_positive_int
-from lipnb.layers import CONV_KINDS, BjorckLinear, MaxMin, NearestUpsampling, layer_options, lipschitz_conv
+from lipnb.layers import (
+    CONV_KINDS,
+    BjorckLinear,
+    ChannelPadding,
+    InvertibleDownsampling,
+    MaxMin,
+    NearestUpsampling,
+    Residual,
+    SLLLinear,
+    layer_options,
+    lipschitz_conv,
+)
 from lipnb.orthogonal import ORTHOGONALIZERS
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"maxmin": MaxMin, "relu": nn.ReLU}
@@ -35,7 +56,13 @@ _CONVNETS: dict[str, tuple[list[tuple[int, int, int]], list[int]]] = {
     "large": ([(32, 3, 1), (32, 4, 2), (64, 3, 1), (64, 4, 2)], [512, 512]),
     "fc3": ([], [1024, 1024, 1024]),
 }
-ARCHITECTURES: tuple[str, ...] = tuple(_CONVNETS)
+# (channels, blocks) of each stage of the residual network, and the FC block's hidden width
+_RESIDUAL_STAGES: list[tuple[int, int]] = [(16, 1), (64, 1)]
+_RESIDUAL_HIDDEN = 100
+ARCHITECTURES: tuple[str, ...] = (*_CONVNETS, "residual")
+RESIDUAL_BLOCK_KINDS: tuple[str, ...] = ("sll",)
+"""Conv kinds that are residual blocks, which keep the width: they build the ``residual`` arch (with
+``plain``, its baseline) and no other; every other kind builds the other archs."""
 
 
 def build_model(
@@ -51,9 +78,9 @@ def build_model(
     Each of ``layer_options`` goes to every layer that takes it; one that no layer of the network
     takes is an error.
     """
-    require_choice("arch", arch, ARCHITECTURES)
-    require_choice("conv", conv, tuple(CONV_KINDS))
-    require_choice("activation", activation, tuple(ACTIVATIONS))
+    check_network(arch, conv, activation)
+    if arch == "residual":
+        return _residual_network(conv, input_shape, num_classes, layer_options or {})
     convs, hidden = _CONVNETS[arch]
     linear = nn.Linear if conv == "plain" else BjorckLinear
     conv_options, linear_options = split_layer_options(layer_options or {}, conv if convs else None, linear)
@@ -76,6 +103,69 @@ def build_model(
         features = width_out
     layers.append(linear(features, num_classes, **linear_options))
     return nn.Sequential(*layers)
+
+
+def check_network(arch: str, conv: str, activation: str) -> None:
+    """Fail with one line unless :func:`build_model` builds ``arch`` from ``conv`` and ``activation``."""
+    require_choice("arch", arch, ARCHITECTURES)
+    require_choice("conv", conv, tuple(CONV_KINDS))
+    require_choice("activation", activation, tuple(ACTIVATIONS))
+    if arch != "residual" and conv in RESIDUAL_BLOCK_KINDS:
+        raise ValueError(f"conv {conv!r} is a residual block that keeps the width: use arch='residual', not {arch!r}")
+    if arch == "residual" and conv not in (*RESIDUAL_BLOCK_KINDS, "plain"):
+        kinds = ", ".join(map(repr, (*RESIDUAL_BLOCK_KINDS, "plain")))
+        raise ValueError(
+            f"arch 'residual' is built from residual blocks: conv must be one of {kinds}, "
+            f"not {conv!r} (which builds 'small', 'large' and 'fc3')"
+        )
+    if arch == "residual" and activation != "relu":
+        raise ValueError(
+            f"arch 'residual' has ReLU inside its blocks (SLL's theorem needs an elementwise activation): "
+            f"pass activation='relu', not {activation!r}"
+        )
+
+
+def _residual_network(
+    conv: str, input_shape: tuple[int, int, int], num_classes: int, options: dict[str, Any]
+) -> nn.Sequential:
+    """The ``residual`` network (module table) of SLL blocks, or of unconstrained ones for ``plain``."""
+    linear = nn.Linear if conv == "plain" else BjorckLinear
+    conv_options, linear_options = split_layer_options(options, conv, linear)
+    channels, height, width = input_shape
+    downsampling = 2 ** len(_RESIDUAL_STAGES)
+    if height % downsampling or width % downsampling:
+        raise ValueError(
+            f"arch 'residual' downsamples by {downsampling}: input height and width must be divisible by it; "
+            f"got input_shape={tuple(input_shape)}"
+        )
+    layers: list[nn.Module] = []
+    for stage, (stage_channels, blocks) in enumerate(_RESIDUAL_STAGES):
+        layers.append(InvertibleDownsampling(2))
+        channels, height, width = channels * 4, height // 2, width // 2
+        if stage == 0 and channels < stage_channels:
+            layers.append(ChannelPadding(stage_channels))
+            channels = stage_channels
+        if channels != stage_channels:
+            raise ValueError(
+                f"arch 'residual' needs at most {_RESIDUAL_STAGES[0][0] // 4} input channels; got input_shape={tuple(input_shape)}"
+            )
+        layers += [_residual_block(conv, channels, conv_options) for _ in range(blocks)]
+    features = channels * height * width
+    layers += [nn.Flatten(), _residual_block(conv, features, linear=True)]
+    layers.append(linear(features, num_classes, **linear_options))
+    return nn.Sequential(*layers)
+
+
+def _residual_block(conv: str, width: int, options: dict[str, Any] | None = None, linear: bool = False) -> nn.Module:
+    """An SLL block (conv 3×3 with ``options``, or with ``linear`` FC with hidden width 100), or its unconstrained twin."""
+    if conv == "plain":
+        inner, outer = (
+            (nn.Linear(width, _RESIDUAL_HIDDEN), nn.Linear(_RESIDUAL_HIDDEN, width))
+            if linear
+            else (lipschitz_conv("plain", width, width, 3), lipschitz_conv("plain", width, width, 3))
+        )
+        return Residual(nn.Sequential(inner, nn.ReLU(), outer))
+    return SLLLinear(width, _RESIDUAL_HIDDEN) if linear else lipschitz_conv(conv, width, width, 3, **(options or {}))
 
 
 def dcgan_critic(

@@ -34,7 +34,7 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 #: Row order of the conv column; convs not listed here follow, alphabetically.
-CONV_ORDER = ("bcop", "rko", "ossn", "svcm", "aol", "soc", "plain")
+CONV_ORDER = ("bcop", "rko", "ossn", "svcm", "cayley", "soc", "aol", "sll", "plain")
 #: Order of the datasets (the paper's first, the known answer last); others follow, alphabetically.
 DATASET_ORDER = ("stl10", "cifar10", "mnist", "fashion-mnist", "digits", "gaussian-shift")
 #: Order of the values of each index level of the tables (numbers, then other names, follow).
@@ -150,7 +150,7 @@ def _sort_value(value: object, order: Sequence) -> tuple:
     return (2, 0, str(value))
 
 
-def _sorted(table: pd.DataFrame, axis: int = 0, orders: Mapping[str, Sequence] | None = None) -> pd.DataFrame:
+def sort_table(table: pd.DataFrame, axis: int = 0, orders: Mapping[str, Sequence] | None = None) -> pd.DataFrame:
     """``table`` sorted along ``axis``, each level by :func:`_sort_value` in its order of :data:`ORDERS` or ``orders``.
 
     A MultiIndex gets its levels in that order too, so it stays lexsorted as shown and partial
@@ -192,7 +192,7 @@ def _pool(frame: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> p
     pooled = groups[list(metrics)].agg(list(STATISTICS))
     pooled.insert(0, ("n", ""), groups.size())
     pooled.columns.names = ["metric", "statistic"]
-    return _sorted(_sorted(pooled), axis=1, orders={"metric": ("n", *metrics)})
+    return sort_table(sort_table(pooled), axis=1, orders={"metric": ("n", *metrics)})
 
 
 def summary_table(
@@ -260,7 +260,7 @@ def comparison_table(
     table = table[[key in reference for key in keys]].copy()
     for position, metric in enumerate(metrics):
         table[(metric, "paper")] = [reference[key][position] / 100 for key in keys if key in reference]
-    return _sorted(table, axis=1, orders={"metric": ("n", *metrics)})
+    return sort_table(table, axis=1, orders={"metric": ("n", *metrics)})
 
 
 def wasserstein_table(results: Iterable[Mapping], metric: str = "estimate") -> pd.DataFrame:
@@ -277,7 +277,7 @@ def wasserstein_table(results: Iterable[Mapping], metric: str = "estimate") -> p
     table = cells.unstack(["dataset", "activation"]).reorder_levels(["dataset", "activation", "statistic"], axis=1)
     counts = [column for column in table.columns if column[-1] == "n"]
     table[counts] = table[counts].fillna(0).astype(int)
-    return _sorted(_sorted(table), axis=1)
+    return sort_table(sort_table(table), axis=1)
 
 
 def paper_table4() -> pd.DataFrame:

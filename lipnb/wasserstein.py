@@ -35,7 +35,7 @@ from lipnb.engine import SVCM_EVERY, EpochShards, Shard, epoch_seed, fit
 from lipnb.experiment import ExperimentConfig
 from lipnb.gan import InfoGANDiscriminator, InfoGANGenerator, WGANSettings, train_wgan_gp
 from lipnb.losses import kantorovich_rubinstein_gaps
-from lipnb.models import dcgan_critic
+from lipnb.models import RESIDUAL_BLOCK_KINDS, dcgan_critic
 from lipnb.spectrum import lipschitz_bound
 from lipnb.train import resolve_device
 
@@ -264,6 +264,11 @@ class WassersteinConfig(ExperimentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.conv in RESIDUAL_BLOCK_KINDS:
+            raise ValueError(
+                f"conv {self.conv!r} is a residual block that keeps the width; the DCGAN critic changes it: "
+                f"use another kind"
+            )
         if self.checkpoint_dir is None:
             self.checkpoint_dir = os.path.join(self.runs_dir, "wasserstein", "generators")
 

@@ -6,6 +6,12 @@ import pytest
 import torch
 from torch import nn
 
+from lipnb.layers import CONV_KINDS
+from lipnb.models import RESIDUAL_BLOCK_KINDS
+
+LINEAR_CONV_KINDS = [kind for kind in CONV_KINDS if kind not in RESIDUAL_BLOCK_KINDS]
+"""The conv kinds that are linear maps with any in/out channels and stride (all but SLL's residual blocks)."""
+
 
 def train_steps(layer: nn.Module, input_shape: tuple[int, ...], steps: int = 20, lr: float = 1e-2) -> None:
     """Adam on a random regression: enough to move every parameter well away from its init."""

@@ -25,6 +25,8 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "robustness.ipynb
         ({"lr": 0}, "lr must be a finite number > 0"),
         ({"epochs": 0}, "epochs must be a positive integer"),
         ({"device": "gpu0"}, "device must be 'auto', 'cpu', 'cuda'"),
+        ({"conv": "sll"}, "use arch='residual', not 'small'"),
+        ({"arch": "residual", "conv": "sll"}, "pass activation='relu'"),
     ],
 )
 def test_bad_parameters_fail_before_anything_runs(kwargs, message):
@@ -80,10 +82,14 @@ def test_a_cuda_device_on_a_machine_without_one_fails_at_validation(monkeypatch)
             config_class(device="cuda")
 
 
-@pytest.mark.parametrize("conv", ["aol", "soc"])
+@pytest.mark.parametrize("conv", ["cayley", "soc", "aol", "sll"])
 def test_certificates_of_the_layers_after_the_paper_survive_pgd(conv, tmp_path):
-    """A trained Small network of each newer kind: its measured bound certifies, and PGD breaks no certificate."""
-    config = RobustnessConfig(conv=conv, epochs=2, attacks="pgd", eps=0.2, device="cpu", out_dir=str(tmp_path / conv))
+    """A trained network of each newer kind (Small; SLL: the residual one): its measured bound certifies,
+    and PGD breaks no certificate."""
+    network = {"arch": "residual", "activation": "relu"} if conv == "sll" else {}
+    config = RobustnessConfig(
+        conv=conv, epochs=2, attacks="pgd", eps=0.2, device="cpu", out_dir=str(tmp_path / conv), **network
+    )
     results = run_robustness(config, progress=False)  # raises CertificateViolation if PGD breaks a certified point
     assert results["lipschitz_bound"] <= 1 + 1e-4
     assert 0 < results["certified_accuracy"] <= results["attacks"]["pgd"] <= results["clean_accuracy"]

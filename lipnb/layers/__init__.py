@@ -1,4 +1,4 @@
-"""Lipschitz layers: convolutions (BCOP, RKO, OSSN, SVCM, plain; AOL, SOC), Björck linear, activations."""
+"""Lipschitz layers: convolutions (BCOP, RKO, OSSN, SVCM, plain; Cayley, SOC, AOL), SLL residual blocks, Björck linear, activations."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from lipnb._validation import require_choice
 from lipnb.layers.activations import GroupSort, MaxMin
 from lipnb.layers.aol import AOLConv2d
 from lipnb.layers.bcop import BCOPConv2d
+from lipnb.layers.cayley import CayleyConv2d
 from lipnb.layers.conv import LipschitzConv2d, PlainConv2d
 from lipnb.layers.downsampling import InvertibleDownsampling
 from lipnb.layers.linear import BjorckLinear
 from lipnb.layers.parametrized import Orthonormal, WeightMap
 from lipnb.layers.ossn import OSSNConv2d
 from lipnb.layers.rko import RKOConv2d
+from lipnb.layers.residual import ChannelPadding, Residual
+from lipnb.layers.sll import SLLConv2d, SLLLinear
 from lipnb.layers.soc import SOCConv2d
 from lipnb.layers.svcm import SVCMConv2d
 from lipnb.layers.upsampling import NearestUpsampling
@@ -27,8 +30,10 @@ CONV_KINDS: dict[str, type[LipschitzConv2d]] = {
     "ossn": OSSNConv2d,
     "svcm": SVCMConv2d,
     "plain": PlainConv2d,
-    "aol": AOLConv2d,
+    "cayley": CayleyConv2d,
     "soc": SOCConv2d,
+    "aol": AOLConv2d,
+    "sll": SLLConv2d,
 }
 
 
@@ -66,6 +71,8 @@ __all__ = [
     "BCOPConv2d",
     "BjorckLinear",
     "CONV_KINDS",
+    "CayleyConv2d",
+    "ChannelPadding",
     "GroupSort",
     "InvertibleDownsampling",
     "LipschitzConv2d",
@@ -75,6 +82,9 @@ __all__ = [
     "Orthonormal",
     "PlainConv2d",
     "RKOConv2d",
+    "Residual",
+    "SLLConv2d",
+    "SLLLinear",
     "SOCConv2d",
     "SVCMConv2d",
     "WeightMap",
