@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from lipnb._runs import unusable_file_error, write_json
 from lipnb._validation import require_choice, require_positive_int
+from lipnb.engine import SVCM_EVERY, project_svcm
 from lipnb.layers import CONV_KINDS
 from lipnb.models import RESIDUAL_BLOCK_KINDS
 from lipnb.report import render_table, results_frame, sort_table
@@ -47,7 +48,7 @@ from lipnb.train import MarginTask, resolve_device
 BUDGET_KINDS: tuple[str, ...] = ("bcop", "rko", "ossn", "svcm", "cayley", "soc", "aol", "sll")
 """The kinds compared by default: every Lipschitz conv of :mod:`lipnb.layers` (not ``plain``)."""
 PROBE_WARMUP = 3
-PROBE_STEPS = 10
+PROBE_STEPS = 20
 
 
 @dataclass
@@ -93,7 +94,8 @@ def probe_epoch_seconds(config: RobustnessConfig, train_set: Dataset, steps: int
     """The epoch time of ``config``'s network: the median of ``steps`` timed training steps × steps per epoch.
 
     The steps are those of the real run (:class:`lipnb.train.MarginTask`: forward, hinge loss,
-    backward, Adam) on the first batches of its first epoch, on a throwaway copy of its network.
+    backward, Adam) on the first batches of its first epoch, on a throwaway copy of its network;
+    SVCM's clippings (every ``SVCM_EVERY`` steps and after the epoch) are timed once and counted too.
     """
     device = resolve_device(config.device)
     model = initial_model(config).to(device)
@@ -115,7 +117,11 @@ def probe_epoch_seconds(config: RobustnessConfig, train_set: Dataset, steps: int
             torch.cuda.synchronize(device)
         if index >= PROBE_WARMUP:
             times.append(time.perf_counter() - start)
-    return statistics.median(times) * len(batches)
+    steps_per_epoch = len(batches)
+    start = time.perf_counter()
+    project_svcm([model])  # nothing for kinds without SVCM layers; fit clips every SVCM_EVERY steps and per epoch
+    projection = time.perf_counter() - start
+    return statistics.median(times) * steps_per_epoch + projection * (steps_per_epoch // SVCM_EVERY + 1)
 
 
 def run_kind(

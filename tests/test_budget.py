@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,14 @@ def test_the_probe_times_real_training_steps(tmp_path):
     seconds = budget.probe_epoch_seconds(config, train_set, steps=3)
     steps_per_epoch = -(-len(train_set) // config.batch_size)
     assert 0 < seconds < 30 * steps_per_epoch  # a digits step of the small network takes milliseconds
+
+
+def test_the_probe_counts_svcm_clipping(tmp_path, monkeypatch):
+    """SVCM clips every SVCM_EVERY steps and after each epoch; a probe of steps alone would undercount it."""
+    config = BudgetConfig(dataset="digits", kinds=["svcm"], device="cpu", runs_dir=str(tmp_path)).run_config("svcm", 1)
+    train_set, _ = config.load_data()
+    monkeypatch.setattr(budget, "project_svcm", lambda modules: time.sleep(0.5))
+    assert budget.probe_epoch_seconds(config, train_set, steps=3) >= 0.5  # digits: one clipping per epoch
 
 
 @pytest.mark.parametrize(
