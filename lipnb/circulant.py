@@ -8,6 +8,8 @@ frequencies, of the singular values of the ``out × in`` transfer matrices
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -51,6 +53,45 @@ def transfer_matrices(kernel: Tensor, input_size: tuple[int, int]) -> Tensor:
     folded = F.pad(kernel, (0, -k2 % n2, 0, -k1 % n1))
     folded = folded.unflatten(-1, (-1, n2)).sum(-2).unflatten(-2, (-1, n1)).sum(-3)
     return torch.fft.fft2(folded).permute(2, 3, 0, 1)
+
+
+def rfft_transfer(kernel: Tensor, input_size: tuple[int, int]) -> Tensor:
+    """Transfer matrices of ``circular_conv2d(·, kernel)`` at the ``rfft2`` frequencies, ``(n₁, ⌊n₂/2⌋+1, out, in)``.
+
+    ``rfft2(circular_conv2d(x, kernel))(f) = T(f) rfft2(x)(f)`` with
+    ``T(u, v) = Σ_{a,b} K[:, :, a, b] e^{2πi(d_a u/n₁ + d_b v/n₂)}``, ``d`` the tap's offset in
+    ``circular_conv2d`` (``+``: it is a cross-correlation); a kernel larger than the grid wraps
+    around. Two small DFT matrices over the taps, no zero-padded FFT of the kernel; their factors
+    are exactly ``±1`` at the self-conjugate frequencies and exactly conjugate at ``u`` and
+    ``n − u``, so :func:`fft_conv2d` applies exactly this operator. Differentiable in ``kernel``.
+    """
+    n1, n2 = _check_size(input_size)
+    k1, k2 = kernel.shape[-2:]
+    rows = _dft_factors(k1, n1, n1, kernel)  # (n₁, k₁)
+    cols = _dft_factors(k2, n2, n2 // 2 + 1, kernel)  # (⌊n₂/2⌋+1, k₂)
+    return torch.einsum("ua,vb,oiab->uvoi", rows, cols, kernel.to(rows.dtype))
+
+
+def _dft_factors(taps: int, n: int, frequencies: int, like: Tensor) -> Tensor:
+    """``e^{2πi·d·u/n}`` for frequencies ``u < frequencies`` and the taps' offsets ``d``."""
+    before, _ = same_padding(taps)
+    offsets = torch.arange(taps, device=like.device) - before
+    phase = (torch.arange(frequencies, device=like.device).view(-1, 1) * offsets) % n  # integer, exact
+    phase = torch.where(2 * phase > n, phase - n, phase)  # signed residue: e^{−iθ} = conj e^{iθ} bitwise
+    angle = phase.to(torch.float64) * (2 * math.pi / n)
+    imag = torch.where(2 * phase.abs() == n, 0.0, torch.sin(angle))  # sin π is not exactly 0
+    factors = torch.complex(torch.cos(angle), imag)
+    return factors.to(torch.complex64 if like.dtype != torch.float64 else torch.complex128)
+
+
+def fft_conv2d(x: Tensor, transfer: Tensor) -> Tensor:
+    """The circular convolution with transfer matrices ``transfer`` (:func:`rfft_transfer`) applied to ``x``.
+
+    ``irfft2(T(f) · rfft2(x)(f))``: for a kernel with many taps (Cayley's dense kernel, SOC's
+    expanded one) far cheaper than the direct convolution.
+    """
+    size = (x.shape[-2], x.shape[-1])
+    return torch.fft.irfft2(torch.einsum("uvoi,biuv->bouv", transfer, torch.fft.rfft2(x)), s=size)
 
 
 def conv_singular_values(kernel: Tensor, input_size: tuple[int, int]) -> Tensor:

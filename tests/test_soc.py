@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import dense_operator, dense_singular_values
 from lipnb.circulant import circular_conv2d, conv_singular_values
-from lipnb.layers.soc import SOCConv2d, taylor_remainder
+from lipnb.layers.soc import SOCConv2d, taylor_exp_apply, taylor_remainder
 from lipnb.spectrum import operator_norm, singular_values
 
 SHAPES = [(4, 4, 3, 1), (3, 5, 2, 1), (6, 3, 3, 1), (2, 3, 4, 2)]  # (in, out, k, stride): =, <, >, strided
@@ -107,6 +107,29 @@ def test_eval_kernels_are_cached_until_the_parameters_change():
     with torch.no_grad():
         layer.parametrizations.weight.original.add_(0.1)
     assert layer.weight is not weight and not torch.equal(layer.skew_kernel, skew)
+
+
+@pytest.mark.parametrize("cin, cout, k, stride", SHAPES)
+def test_eval_forward_is_the_series_by_fft_cached_per_size(cin, cout, k, stride):
+    """Eval applies the expanded kernel as one FFT convolution: the series' operator, on small and odd
+    grids too (the kernel wraps around), its transfer cached until the kernel or the size changes."""
+    layer = trained(cin, cout, k, stride, size=4 * stride).eval()
+    for size in (4 * stride, 6 * stride, 2 * stride):
+        x = torch.rand(3, cin, size, size + stride, dtype=torch.float64)
+        padded = F.pad(layer.prepare_input(x), (0, 0, 0, 0, 0, layer.channels - layer.conv_in_channels))
+        series = taylor_exp_apply(padded, layer.skew_kernel, layer.eval_terms)[:, :cout] + layer.bias.view(1, -1, 1, 1)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), series, atol=1e-10, rtol=0)
+            transfer = layer._eval_transfer((size // stride, (size + stride) // stride))
+            layer(x)
+            assert layer._eval_transfer((size // stride, (size + stride) // stride)) is transfer
+    x = torch.rand(2, cin, 4 * stride, 4 * stride, dtype=torch.float64, requires_grad=True)
+    layer(x).square().sum().backward()  # attacks differentiate an eval-mode layer with respect to its input
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    transfer = layer._eval_transfer((4, 4))
+    with torch.no_grad():
+        layer.parametrizations.weight.original.add_(0.01)
+    assert layer._eval_transfer((4, 4)) is not transfer
 
 
 @pytest.mark.parametrize("cin, cout, k, stride", SHAPES)

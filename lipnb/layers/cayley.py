@@ -39,12 +39,10 @@ the convolution whose transfer is ``Q``, and :func:`transfer_to_kernel` its kern
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from lipnb.circulant import same_padding
+from lipnb.circulant import fft_conv2d, rfft_transfer, same_padding
 from lipnb.layers.conv import LipschitzConv2d, default_conv_kernel
 
 _TINY = 1e-12  # lower bound of ‖W‖_F: an all-zero W gives Ŵ = 0 (Q = [I; 0]), not NaN
@@ -138,16 +136,14 @@ class CayleyConv2d(LipschitzConv2d):
     def forward(self, x: Tensor) -> Tensor:
         x = self.prepare_input(x)
         size = (x.shape[-2], x.shape[-1])
-        q = self.transfer(size)
-        y = torch.einsum("uvoi,biuv->bouv", q, torch.fft.rfft2(x))
-        y = torch.fft.irfft2(y, s=size)
+        y = fft_conv2d(x, self.transfer(size))
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     # -- internals --------------------------------------------------------------------------------
 
     def _compute_transfer(self, size: tuple[int, int]) -> Tensor:
         scaled = self.kernel * (self.alpha / self.kernel.norm().clamp_min(_TINY))
-        return cayley_transform(kernel_transfer(scaled, size))
+        return cayley_transform(rfft_transfer(scaled, size))
 
     def _eval_entry(self, size: tuple[int, int]) -> dict:
         tensors = (self.kernel, self.alpha)
@@ -161,33 +157,6 @@ class CayleyConv2d(LipschitzConv2d):
     def _apply(self, fn, recurse=True):  # .to(), .double(), .cuda(): drop the cached tensors
         self._cache = None
         return super()._apply(fn, recurse)
-
-
-def kernel_transfer(kernel: Tensor, size: tuple[int, int]) -> Tensor:
-    """``Ŵ(u, v)`` of ``circular_conv2d(·, kernel)`` at the ``rfft2`` frequencies, ``(n₁, ⌊n₂/2⌋+1, out, in)``.
-
-    ``ŷ = Ŵ x̂`` with ``x̂ = rfft2(x)``; two small DFT matrices over the taps (offsets as in
-    ``circular_conv2d``, wrapped modulo the grid), no zero-padded FFT of the kernel.
-    """
-    n1, n2 = size
-    k1, k2 = kernel.shape[-2:]
-    rows = _dft_factors(k1, n1, n1, kernel)  # (n₁, k₁)
-    cols = _dft_factors(k2, n2, n2 // 2 + 1, kernel)  # (⌊n₂/2⌋+1, k₂)
-    complex_kernel = kernel.to(rows.dtype)
-    return torch.einsum("ua,vb,oiab->uvoi", rows, cols, complex_kernel)
-
-
-def _dft_factors(taps: int, n: int, frequencies: int, like: Tensor) -> Tensor:
-    """``e^{2πi·d·u/n}`` for frequencies ``u < frequencies`` and the taps' offsets ``d``: exact ±1 at
-    self-conjugate frequencies and exactly conjugate at ``u`` and ``n − u``."""
-    before, _ = same_padding(taps)
-    offsets = torch.arange(taps, device=like.device) - before
-    phase = (torch.arange(frequencies, device=like.device).view(-1, 1) * offsets) % n  # integer, exact
-    phase = torch.where(2 * phase > n, phase - n, phase)  # signed residue: e^{−iθ} = conj e^{iθ} bitwise
-    angle = phase.to(torch.float64) * (2 * math.pi / n)
-    imag = torch.where(2 * phase.abs() == n, 0.0, torch.sin(angle))  # sin π is not exactly 0
-    factors = torch.complex(torch.cos(angle), imag)
-    return factors.to(torch.complex64 if like.dtype != torch.float64 else torch.complex128)
 
 
 def cayley_transform(w: Tensor) -> Tensor:

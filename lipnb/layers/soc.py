@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lipnb._validation import require_positive_int
-from lipnb.circulant import circular_conv2d
+from lipnb.circulant import circular_conv2d, fft_conv2d, rfft_transfer
 from lipnb.layers.conv import LipschitzConv2d, default_conv_kernel
 from lipnb.layers.parametrized import WeightMap, parametrize_weight
 
@@ -45,8 +45,11 @@ class SOCConv2d(LipschitzConv2d):
 
     ``T`` is ``train_terms`` in training mode and ``eval_terms`` in eval mode (SOC uses 6 and 12),
     fixed at construction. ``L`` is rescaled so that ``‖L‖₂ ≤ max_norm`` (:class:`SkewKernel`).
-    ``forward`` applies the series to the input, ``T`` convolutions with the small kernel ``L``
-    (SOC's way: valid at any input size, ``T·k_L²`` instead of ``(T(k_L−1)+1)²`` taps per pixel);
+    In training mode ``forward`` applies the series to the input, ``T`` convolutions with the small
+    kernel ``L`` (SOC's way: ``T·k_L²`` instead of ``(T(k_L−1)+1)²`` taps per pixel, and autograd
+    through small convolutions). In eval mode it applies the cached expanded kernel as one FFT
+    convolution (:func:`lipnb.circulant.fft_conv2d`, its transfer matrices cached per input size):
+    the same operator, with no series to run per batch;
     ``weight`` is the equivalent expanded kernel ``(out, in·s², K, K)``, ``K = T(k_L − 1) + 1``,
     so ``vanilla_export`` (in the current mode) is an ``nn.Conv2d`` with that kernel; its circular
     padding needs maps (after downsampling) of at least ``(K − 1)/2`` pixels per side, where torch
@@ -70,6 +73,7 @@ class SOCConv2d(LipschitzConv2d):
         c, k = self.channels, self.conv_kernel_size
         expansion = TaylorExpKernel(out_channels, self.conv_in_channels, train_terms, eval_terms, max_norm)
         parametrize_weight(self, expansion, default_conv_kernel((c, c, k, k)))
+        self._transfer_cache: tuple[Tensor, tuple[int, int], Tensor] | None = None  # eval: (weight, size, transfer)
 
     @property
     def train_terms(self) -> int:
@@ -99,9 +103,22 @@ class SOCConv2d(LipschitzConv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.prepare_input(x)
-        x = F.pad(x, (0, 0, 0, 0, 0, self.channels - self.conv_in_channels))
-        y = taylor_exp_apply(x, self.skew_kernel, self.terms)[:, : self.out_channels]
+        if self.training:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.channels - self.conv_in_channels))
+            y = taylor_exp_apply(x, self.skew_kernel, self.terms)[:, : self.out_channels]
+        else:
+            y = fft_conv2d(x, self._eval_transfer((x.shape[-2], x.shape[-1])))
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def _eval_transfer(self, size: tuple[int, int]) -> Tensor:
+        """Transfer matrices of the cached expanded kernel on ``size`` maps, kept until it or the size changes."""
+        weight = self.weight  # the eval-mode cache of the parametrization: a new tensor after any change
+        cached = self._transfer_cache
+        if cached is None or cached[0] is not weight or cached[1] != size:
+            with torch.no_grad():
+                cached = (weight, size, rfft_transfer(weight, size))
+            self._transfer_cache = cached
+        return cached[2]
 
     def extra_repr(self) -> str:
         expansion = self.parametrizations.weight[0]
