@@ -81,9 +81,9 @@ def _runs(results_dir: Path, experiment: str) -> list[dict]:
 
 
 def write_certified_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
-    """One certified-accuracy-vs-ε figure per (dataset, arch), every conv kind overlaid."""
+    """One certified-accuracy-vs-ε figure per (dataset, arch), every conv kind overlaid, from ``results_dir/robustness``."""
     groups: dict[tuple[str, str], list[dict]] = {}
-    for run in load_results(results_dir, "robustness", allow_none=True):
+    for run in _runs(results_dir, "robustness"):
         if "certified_curve" in run:
             groups.setdefault((run["config"]["dataset"], run["config"]["arch"]), []).append(run)
     written = []
@@ -98,9 +98,9 @@ def write_certified_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
 
 
 def write_critic_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
-    """One figure per dataset: every Wasserstein critic's training curve and its estimate band."""
+    """One figure per dataset from ``results_dir/wasserstein``: every critic's training curve and its estimate band."""
     groups: dict[str, list[dict]] = {}
-    for run in load_results(results_dir, "wasserstein", allow_none=True):
+    for run in _runs(results_dir, "wasserstein"):
         groups.setdefault(run["config"]["dataset"], []).append(run)
     written = []
     for dataset, runs in groups.items():

@@ -23,7 +23,12 @@ def test_tables_are_written_from_results(tmp_path):
     assert "97.00" in table and "70.00" in table and "50.00" not in table and "±" not in table
     comparison = (tmp_path / "figures" / "table1_vs_paper.md").read_text()
     assert "97.54" in comparison and "43.58" in comparison  # the paper's BCOP clean and RKO certified
-    curves = write_certified_curves(tmp_path / "results" / "robustness", tmp_path / "figures")
+    budget_run = tmp_path / "results" / "budget" / "mnist_sll_2min_seed0"  # another experiment's robustness run
+    budget_run.mkdir(parents=True)
+    (budget_run / "results.json").write_text(json.dumps(
+        {"config": {"dataset": "mnist", "arch": "residual", "conv": "sll", "epochs": 5}, "eps": 1.58,
+         "clean_accuracy": 0.9, "certified_accuracy": 0.3, "certified_curve": {"eps": [0.0], "accuracy": [0.9]}}))
+    curves = write_certified_curves(tmp_path / "results", tmp_path / "figures")
     assert [p.name for p in curves] == ["certified_accuracy_mnist_small.png", "certified_accuracy_mnist_small.pdf"]
     assert all(p.stat().st_size > 1000 for p in curves)
 
