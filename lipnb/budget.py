@@ -41,11 +41,12 @@ from lipnb._validation import require_choice, require_positive_int
 from lipnb.engine import SVCM_EVERY, project_svcm
 from lipnb.layers import CONV_KINDS
 from lipnb.models import RESIDUAL_BLOCK_KINDS
+from lipnb.plots import save_figure
 from lipnb.report import LABELS, render_table, results_frame, sort_table
 from lipnb.robustness import RobustnessConfig, initial_model, run_robustness
 from lipnb.train import MarginTask, resolve_device
 
-BUDGET_KINDS: tuple[str, ...] = ("bcop", "rko", "ossn", "svcm", "cayley", "soc", "aol", "sll")
+BUDGET_KINDS: tuple[str, ...] = tuple(kind for kind in CONV_KINDS if kind != "plain")
 """The kinds compared by default: every Lipschitz conv of :mod:`lipnb.layers` (not ``plain``)."""
 PROBE_WARMUP = 3
 PROBE_STEPS = 20
@@ -98,9 +99,7 @@ def probe_epoch_seconds(config: RobustnessConfig, train_set: Dataset, steps: int
     SVCM's clippings (every ``SVCM_EVERY`` steps and after the epoch) are timed once and counted too.
     """
     device = resolve_device(config.device)
-    model = initial_model(config).to(device)
-    if hasattr(train_set, "to"):
-        train_set = train_set.to(device)
+    model = initial_model(config)
     task = MarginTask(
         model, train_set, epochs=config.epochs, margin=config.margin, lr=config.lr, batch_size=config.batch_size,
         seed=config.seed, device=device,
@@ -128,8 +127,8 @@ def run_kind(
     config: BudgetConfig, kind: str, data: tuple[Dataset, Dataset] | None = None, progress: bool = True
 ) -> dict:
     """Probe (or read the plan of) ``kind``, train it for its share of the budget, certify; the results."""
-    data = data if data is not None else config.run_config(kind, epochs=1).load_data()
     probe = config.run_config(kind, epochs=1)
+    data = data if data is not None else probe.load_data()
     plan_file = Path(probe.out_dir) / "plan.json"
     if plan_file.exists():
         plan = _read_plan(plan_file)
@@ -251,8 +250,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = budget_table(results)
     print(render_budget_table(table))
     if args.figures_dir is not None:
-        from lipnb.plots import save_figure
-
         args.figures_dir.mkdir(parents=True, exist_ok=True)
         name = f"budget_{args.minutes:g}min"
         (args.figures_dir / f"{name}.md").write_text(render_budget_table(table) + "\n")

@@ -36,10 +36,11 @@ def circular_conv2d_adjoint(y: Tensor, kernel: Tensor) -> Tensor:
     return F.conv2d(padded, kernel.flip(-2, -1).transpose(0, 1))
 
 
-def _check_size(input_size: tuple[int, int]) -> tuple[int, int]:
+def check_input_size(input_size: tuple[int, int], name: str = "input_size") -> tuple[int, int]:
+    """``input_size`` as a ``(height, width)`` tuple of ints; anything else fails with one line naming ``name``."""
     size = tuple(int(s) for s in input_size)
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"input_size must be (height, width) with positive entries; got {input_size!r}")
+        raise ValueError(f"{name} must be (height, width) with positive entries; got {input_size!r}")
     return size  # type: ignore[return-value]
 
 
@@ -48,7 +49,7 @@ def transfer_matrices(kernel: Tensor, input_size: tuple[int, int]) -> Tensor:
 
     Taps beyond the grid wrap around (a kernel larger than the input is folded onto it).
     """
-    n1, n2 = _check_size(input_size)
+    n1, n2 = check_input_size(input_size)
     k1, k2 = kernel.shape[-2:]
     folded = F.pad(kernel, (0, -k2 % n2, 0, -k1 % n1))
     folded = folded.unflatten(-1, (-1, n2)).sum(-2).unflatten(-2, (-1, n1)).sum(-3)
@@ -65,7 +66,7 @@ def rfft_transfer(kernel: Tensor, input_size: tuple[int, int]) -> Tensor:
     are exactly ``±1`` at the self-conjugate frequencies and exactly conjugate at ``u`` and
     ``n − u``, so :func:`fft_conv2d` applies exactly this operator. Differentiable in ``kernel``.
     """
-    n1, n2 = _check_size(input_size)
+    n1, n2 = check_input_size(input_size)
     k1, k2 = kernel.shape[-2:]
     rows = _dft_factors(k1, n1, n1, kernel)  # (n₁, k₁)
     cols = _dft_factors(k2, n2, n2 // 2 + 1, kernel)  # (⌊n₂/2⌋+1, k₂)
@@ -109,7 +110,7 @@ def clip_singular_values(
     back to the kernel's support; as that cut can undo part of the clipping, the result is
     finally divided by ``max(1, σ_max / max_value)`` so that ``σ_max ≤ max_value`` holds exactly.
     """
-    n1, n2 = _check_size(input_size)
+    n1, n2 = check_input_size(input_size)
     k1, k2 = kernel.shape[-2:]
     if k1 > n1 or k2 > n2:
         raise ValueError(f"clip_singular_values: kernel {k1}×{k2} is larger than the input {n1}×{n2}")

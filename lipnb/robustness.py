@@ -24,7 +24,7 @@ from lipnb.certify import certified_accuracy, certified_radii, predict
 from lipnb.data import dataset_info
 from lipnb.experiment import ExperimentConfig
 from lipnb.losses import CIFAR_MARGIN, MNIST_MARGIN
-from lipnb.models import ARCHITECTURES, build_model, check_network
+from lipnb.models import build_model, check_network
 from lipnb.spectrum import lipschitz_bound
 from lipnb.train import resolve_device, train
 
@@ -62,7 +62,6 @@ class RobustnessConfig(ExperimentConfig):
 
     def __post_init__(self) -> None:
         require_choice("dataset", self.dataset, self.datasets)
-        require_choice("arch", self.arch, ARCHITECTURES)
         check_network(self.arch, self.conv, self.activation)
         if isinstance(self.attacks, str):
             self.attacks = [name.strip() for name in self.attacks.split(",") if name.strip()]

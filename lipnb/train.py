@@ -37,6 +37,9 @@ class MarginTask:
         self, model: nn.Module, train_set: Dataset, *, epochs: int, margin: float, lr: float, batch_size: int,
         seed: int, device: torch.device,
     ) -> None:
+        model.to(device)
+        if isinstance(train_set, TensorImages):
+            train_set = train_set.to(device)  # in memory: on a GPU the whole set sits on the device
         self.train_set, self.margin, self.batch_size, self.seed = train_set, margin, batch_size, seed
         self.network = distributed.wrap(model, device)
         self.modules = {"model": model}
@@ -89,9 +92,6 @@ def train(
     ``batch_size`` is the global batch: with several processes each reads its share of it.
     """
     device = resolve_device(device)
-    model.to(device)
-    if isinstance(train_set, TensorImages):
-        train_set = train_set.to(device)  # in memory: on a GPU the whole set sits on the device
     task = MarginTask(
         model, train_set, epochs=epochs, margin=margin, lr=lr, batch_size=batch_size, seed=seed, device=device
     )

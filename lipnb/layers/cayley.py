@@ -42,7 +42,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lipnb.circulant import fft_conv2d, rfft_transfer, same_padding
+from lipnb.circulant import check_input_size, fft_conv2d, rfft_transfer, same_padding
 from lipnb.layers.conv import LipschitzConv2d, default_conv_kernel
 
 _TINY = 1e-12  # lower bound of ‖W‖_F: an all-zero W gives Ŵ = 0 (Q = [I; 0]), not NaN
@@ -105,7 +105,7 @@ class CayleyConv2d(LipschitzConv2d):
 
         Differentiable and recomputed in training mode; cached in eval mode (see the class docstring).
         """
-        size = _check_size(conv_input_size)
+        size = check_input_size(conv_input_size, "conv_input_size")
         if self.training:
             self._cache = None
             return self._compute_transfer(size)
@@ -114,7 +114,7 @@ class CayleyConv2d(LipschitzConv2d):
     def weight_at(self, conv_input_size: tuple[int, int]) -> Tensor:
         """The real ``(out, in·s², n₁, n₂)`` kernel ``K`` with ``circular_conv2d(x, K)`` equal to the
         layer's stride-1 convolution on ``n₁ × n₂`` maps (after downsampling)."""
-        size = _check_size(conv_input_size)
+        size = check_input_size(conv_input_size, "conv_input_size")
         if self.training:
             self._cache = None
             return transfer_to_kernel(self._compute_transfer(size), size)
@@ -190,10 +190,3 @@ def transfer_to_kernel(transfer: Tensor, size: tuple[int, int]) -> Tensor:
     n1, n2 = size
     by_offset = torch.fft.irfft2(transfer.conj().permute(2, 3, 0, 1), s=size)
     return torch.roll(by_offset, shifts=(same_padding(n1)[0], same_padding(n2)[0]), dims=(-2, -1))
-
-
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
-    checked = tuple(int(s) for s in size)
-    if len(checked) != 2 or min(checked) < 1:
-        raise ValueError(f"conv_input_size must be (height, width) with positive entries; got {size!r}")
-    return checked  # type: ignore[return-value]

@@ -135,8 +135,13 @@ class SLLConv2d(LipschitzConv2d):
         *,
         hidden_channels: int | None = None,
     ) -> None:
-        _check_residual("SLLConv2d", in_channels, out_channels, stride)
         super().__init__(in_channels, out_channels, kernel_size, stride, bias=False)
+        if in_channels != out_channels or stride != 1:
+            raise ValueError(
+                f"SLLConv2d is a residual block x + f(x), so it needs in_channels == out_channels and stride=1; "
+                f"got stride={stride} with in_channels={in_channels}, out_channels={out_channels} (use it in arch "
+                f"'residual'; change the width and downsample elsewhere, e.g. with a conv of another kind)"
+            )
         hidden = in_channels if hidden_channels is None else require_positive_int("hidden_channels", hidden_channels)
         self.hidden_channels = hidden
         self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(self.kernel_shape)))
@@ -170,12 +175,7 @@ class SLLConv2d(LipschitzConv2d):
             self.in_channels, self.hidden_channels, weight.shape[-1], bias=self.bias is not None, **options
         )
         outer_conv = nn.Conv2d(self.hidden_channels, self.out_channels, outer.shape[-1], bias=False, **options)
-        with torch.no_grad():
-            inner_conv.weight.copy_(weight)
-            if self.bias is not None:
-                inner_conv.bias.copy_(self.bias)
-            outer_conv.weight.copy_(outer)
-        return Residual(nn.Sequential(inner_conv, nn.ReLU(), outer_conv))
+        return _exported_block(self, inner_conv, outer_conv)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, hidden_channels={self.hidden_channels}"
@@ -221,34 +221,19 @@ class SLLLinear(nn.Module):
 
     def vanilla_export(self) -> Residual:
         """An equivalent plain-torch block: ``Residual(Sequential(Linear, ReLU, Linear))``."""
-        weight, outer = self.weight.detach(), self.outer_weight.detach()
-        options = {"device": weight.device, "dtype": weight.dtype}
+        options = {"device": self.weight.device, "dtype": self.weight.dtype}
         inner = nn.Linear(self.features, self.hidden, bias=self.bias is not None, **options)
-        outer_linear = nn.Linear(self.hidden, self.features, bias=False, **options)
-        with torch.no_grad():
-            inner.weight.copy_(weight)
-            if self.bias is not None:
-                inner.bias.copy_(self.bias)
-            outer_linear.weight.copy_(outer)
-        return Residual(nn.Sequential(inner, nn.ReLU(), outer_linear))
+        return _exported_block(self, inner, nn.Linear(self.hidden, self.features, bias=False, **options))
 
     def extra_repr(self) -> str:
         return f"features={self.features}, hidden={self.hidden}, bias={self.bias is not None}"
 
 
-def _check_residual(name: str, in_channels: int, out_channels: int, stride: int) -> None:
-    require_positive_int("in_channels", in_channels)
-    require_positive_int("out_channels", out_channels)
-    require_positive_int("stride", stride)
-    if in_channels != out_channels:
-        raise ValueError(
-            f"{name} is a residual block x + f(x), so it needs in_channels == out_channels; got "
-            f"in_channels={in_channels}, out_channels={out_channels} (use it in arch 'residual' and "
-            f"change the width elsewhere, e.g. with another conv kind)"
-        )
-    if stride != 1:
-        raise ValueError(
-            f"{name} is a residual block x + f(x), so it needs stride=1; got stride={stride} with "
-            f"in_channels={in_channels}, out_channels={out_channels} (downsample elsewhere, e.g. with a strided "
-            f"conv of another kind)"
-        )
+def _exported_block(block: SLLConv2d | SLLLinear, inner: nn.Module, outer: nn.Module) -> Residual:
+    """``Residual(Sequential(inner, ReLU, outer))`` holding ``block``'s inner weight and bias and its outer weight."""
+    with torch.no_grad():
+        inner.weight.copy_(block.weight)
+        if block.bias is not None:
+            inner.bias.copy_(block.bias)
+        outer.weight.copy_(block.outer_weight)
+    return Residual(nn.Sequential(inner, nn.ReLU(), outer))
