@@ -118,24 +118,37 @@ def _gram_deviation(gram: Tensor) -> Tensor:
     return torch.linalg.matrix_norm(gram - target)
 
 
-def _orthonormality_error(q: Tensor) -> float:
+def _orthonormality_error(q: Tensor, factor: Tensor | None = None) -> float:
     """``‖QᵀQ − I‖`` of the worst matrix of a stack of tall matrices, measured in float64 (NaN if any entry is).
 
-    For a small stack (``m·n²`` up to :data:`_GRAM_CHECK_WORK`) the exact Frobenius norm (≥ the
-    spectral norm) from the float64 Gram matrix, a handful of cheap operations. For larger ones an
-    estimate of the spectral norm by power iteration on ``v ↦ Qᵀ(Qv) − v``, O(mn) per iteration
-    where forming ``QᵀQ`` would cost as much as the orthonormalization itself. It decides only
-    whether a result needs another pass; it bounds nothing.
+    ``Q`` is ``q`` itself, or ``q L⁻ᵀ`` when the lower triangular ``factor`` ``L`` is given (a
+    Cholesky QR basis that is never formed). For a small stack (``m·n²`` up to
+    :data:`_GRAM_CHECK_WORK`) the exact Frobenius norm (≥ the spectral norm) from the float64 Gram
+    matrix, a handful of cheap operations. For larger ones an estimate of the spectral norm by power
+    iteration on ``v ↦ Qᵀ(Qv) − v``, O(mn) per iteration where forming ``QᵀQ`` would cost as much
+    as the orthonormalization itself. It decides only whether a result needs another pass; it
+    bounds nothing.
     """
     q = q.detach().double().reshape(-1, *q.shape[-2:])
+    if factor is not None:
+        factor = factor.detach().double().reshape(-1, *factor.shape[-2:])
     if q.shape[-2] * q.shape[-1] ** 2 <= _GRAM_CHECK_WORK:
+        if factor is not None:
+            q = torch.linalg.solve_triangular(factor.mT, q, upper=True, left=False)
         identity = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
         return float(torch.linalg.matrix_norm(q.mT @ q - identity).max())
+
+    def gram_times(vector: Tensor) -> Tensor:  # QᵀQ v
+        if factor is None:
+            return q.mT @ (q @ vector)
+        inner = torch.linalg.solve_triangular(factor.mT, vector, upper=True)
+        return torch.linalg.solve_triangular(factor, q.mT @ (q @ inner), upper=False)
+
     phases = torch.arange(q.shape[-1], dtype=q.dtype, device=q.device)
     vector = torch.sin(1.618 * phases + 0.5).expand(q.shape[0], -1).unsqueeze(-1)  # no common special direction
     for _ in range(_ERROR_ITERATIONS):
         vector = torch.nn.functional.normalize(vector, dim=-2)
-        vector = q.mT @ (q @ vector) - vector
+        vector = gram_times(vector) - vector
     return float(vector.norm(dim=-2).max())
 
 
@@ -256,6 +269,74 @@ class _CholeskyQR(torch.autograd.Function):
         upper = b.triu()
         x = upper + upper.mT - b.diagonal(dim1=-2, dim2=-1).diag_embed()
         return torch.linalg.solve_triangular(factor, grad - q @ x, upper=False, left=False), None
+
+
+def cholesky_qr_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tol: float | None = None) -> Tensor:
+    """``F.linear(x, cholesky_qr(weight), bias)``, without forming the orthonormal matrix; differentiable.
+
+    For a wide ``W`` (out < in), ``Q = L⁻¹W`` with ``L Lᵀ = WWᵀ``, so ``y = (x Wᵀ) L⁻ᵀ``; for a tall
+    or square one ``Q = W L⁻ᵀ`` with ``L Lᵀ = WᵀW``, so ``y = (x L⁻¹) Wᵀ``. The products with the
+    batch are those of a plain ``nn.Linear``; the orthonormalization adds the Gram matrix, one
+    Cholesky factor of the narrow side and, in the backward pass, one product of ``W`` with a
+    narrow square matrix (:class:`_CholeskyLinear`): two of the five ``O(mn²)`` products of
+    :func:`cholesky_qr` and its backward. Same map, same gradients. When one pass is not orthonormal
+    to ``tol`` (default ``64·eps``; a badly conditioned ``W``), this is :func:`cholesky_qr`'s
+    explicit form, which repeats the pass.
+    """
+    if weight.ndim != 2:
+        raise ValueError(f"cholesky_qr_linear: weight must be (out_features, in_features); got {tuple(weight.shape)}")
+    tol = _default_tol(weight) if tol is None else tol
+    wide = weight.shape[0] < weight.shape[1]
+    tall = weight.mT if wide else weight
+    with torch.no_grad():
+        factor, info = torch.linalg.cholesky_ex(tall.mT @ tall)
+    if int(info) != 0 or not _orthonormality_error(tall, factor) <= tol:
+        return torch.nn.functional.linear(x, cholesky_qr(weight, tol), bias)
+    y = _CholeskyLinear.apply(x.reshape(-1, weight.shape[1]), weight, factor)
+    y = y.reshape(*x.shape[:-1], weight.shape[0])
+    return y if bias is None else y + bias
+
+
+class _CholeskyLinear(torch.autograd.Function):
+    """``y = x Qᵀ`` for the Cholesky QR basis ``Q`` of ``W``, given the factor ``L`` of its narrow Gram matrix.
+
+    Backward, from :class:`_CholeskyQR`'s ``∇W = (G − Q X) L⁻¹`` (tall; transposed for wide) with
+    ``G = ∇Q = ∇yᵀ x``: the narrow ``B = QᵀG`` is ``ŷᵀ∇y`` (wide, ``ŷ = x Qᵀ``) or ``(∇x)ᵀ x``
+    (tall), so only ``M = L⁻ᵀ X L⁻¹`` meets ``W``: ``∇W = (∇y L⁻¹)ᵀ x − M W`` (wide),
+    ``∇y ᵀ(x L⁻¹) − W M`` (tall). ``L`` is treated as a function of ``W``, not as an input.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, factor: Tensor) -> Tensor:
+        ctx.wide = weight.shape[0] < weight.shape[1]
+        if ctx.wide:
+            y = torch.linalg.solve_triangular(factor.mT, x @ weight.mT, upper=True, left=False)
+            ctx.save_for_backward(x, weight, factor, y)
+        else:
+            whitened = torch.linalg.solve_triangular(factor, x, upper=False, left=False)  # x L⁻¹
+            y = whitened @ weight.mT
+            ctx.save_for_backward(x, weight, factor, whitened)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, None]:
+        if ctx.wide:
+            x, weight, factor, y = ctx.saved_tensors
+            pulled = torch.linalg.solve_triangular(factor, grad, upper=False, left=False)  # ∇y L⁻¹
+            grad_x = pulled @ weight if ctx.needs_input_grad[0] else None
+            b = y.mT @ grad
+            grad_weight = pulled.mT @ x
+        else:
+            x, weight, factor, whitened = ctx.saved_tensors
+            grad_x = torch.linalg.solve_triangular(factor.mT, grad @ weight, upper=True, left=False)
+            b = grad_x.mT @ x
+            grad_weight = grad.mT @ whitened
+        upper = b.triu()
+        x_sym = upper + upper.mT - b.diagonal().diag_embed()
+        m = torch.linalg.solve_triangular(factor, x_sym, upper=False, left=False)
+        m = torch.linalg.solve_triangular(factor.mT, m, upper=True)  # L⁻ᵀ X L⁻¹
+        grad_weight = grad_weight - (m @ weight if ctx.wide else weight @ m)
+        return grad_x, grad_weight, None
 
 
 def orthogonal_projector(weight: Tensor, tol: float | None = None) -> Tensor:

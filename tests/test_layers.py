@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from conftest import LINEAR_CONV_KINDS, dense_singular_values, train_steps
+import lipnb.layers.linear
 from lipnb import export
 from lipnb.layers import (
     CONV_KINDS,
@@ -142,6 +143,28 @@ def test_bjorck_linear_is_semi_orthogonal_after_training(cin, cout):
     sigma = singular_values(layer)
     assert (sigma - 1).abs().max() <= 1e-5
     torch.testing.assert_close(sigma, dense_singular_values(layer.double().eval(), (cin,)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("orthogonalizer", ["cholesky", "polar"])
+def test_bjorck_linear_training_forward_is_the_layer_of_its_weight(orthogonalizer, monkeypatch):
+    # the default's training forward never forms the weight (cholesky_qr_linear); it must be the same layer
+    calls = []
+    fused = lipnb.layers.linear.cholesky_qr_linear
+    monkeypatch.setattr(lipnb.layers.linear, "cholesky_qr_linear", lambda *args: calls.append(1) or fused(*args))
+    layer = BjorckLinear(9, 4, orthogonalizer=orthogonalizer)
+    train_steps(layer, (9,))
+    layer.double()
+    x = torch.randn(5, 9, dtype=torch.float64)
+    raw = layer.parametrizations.weight.original
+    y = layer(x)
+    grad = torch.autograd.grad(y.square().sum(), raw)[0]
+    explicit = nn.functional.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(y, explicit, atol=1e-13, rtol=0)
+    torch.testing.assert_close(grad, torch.autograd.grad(explicit.square().sum(), raw)[0], atol=1e-12, rtol=0)
+    assert bool(calls) == (orthogonalizer == "cholesky")
+    calls.clear()
+    layer.eval()(x)
+    assert not calls  # eval uses the cached weight
 
 
 def test_activations_permute_each_input():

@@ -13,6 +13,7 @@ from lipnb.orthogonal import (
     _orthonormality_error,
     bjorck,
     cholesky_qr,
+    cholesky_qr_linear,
     orthogonal_projector,
     polar,
     resolve_orthogonalizer,
@@ -226,6 +227,48 @@ def test_cholesky_second_pass_and_fallbacks():
     result = cholesky_qr(deficient)
     assert torch.isfinite(result).all() and torch.all(result[:, 2] == 0)
     assert (torch.linalg.svdvals(result.double())[:3] - 1).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("out_features, in_features", [(4, 9), (9, 4), (6, 6), (1, 5)])
+def test_cholesky_qr_linear_is_the_layer_of_the_explicit_basis(out_features, in_features):
+    # wide, tall, square (treated as tall, as cholesky_qr does) and a single row; batch dims kept
+    weight = polar_factor(torch.randn(out_features, in_features, dtype=torch.float64))
+    weight = (weight + 0.3 * torch.randn_like(weight)).requires_grad_(True)
+    x = torch.randn(3, 2, in_features, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(out_features, dtype=torch.float64, requires_grad=True)
+    fused = cholesky_qr_linear(x, weight, bias)
+    explicit = torch.nn.functional.linear(x, cholesky_qr(weight), bias)
+    torch.testing.assert_close(fused, explicit, atol=1e-13, rtol=0)
+    upstream = torch.randn_like(fused)
+    for got, expected in zip(torch.autograd.grad(fused, (x, weight, bias), upstream),
+                             torch.autograd.grad(explicit, (x, weight, bias), upstream)):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    assert torch.autograd.gradcheck(cholesky_qr_linear, (x, weight, bias))
+
+
+def test_cholesky_qr_linear_hands_what_one_pass_cannot_orthonormalize_to_cholesky_qr():
+    # float32, cond = 1e3: one pass is off by ~κ²·eps, so the layer applies the explicit CholeskyQR2 basis
+    badly = polar_factor(torch.randn(50, 200)).mT @ torch.diag(torch.logspace(0, 3, 50)) @ polar_factor(torch.randn(50, 50))
+    badly = badly.mT.contiguous()  # (50, 200): wide
+    x = torch.randn(16, 200)
+    torch.testing.assert_close(cholesky_qr_linear(x, badly), x @ cholesky_qr(badly).mT, atol=1e-6, rtol=0)
+    assert (torch.linalg.svdvals(cholesky_qr(badly).double()) - 1).abs().max() < 1e-5
+    # rank deficient: Björck, through cholesky_qr, with the zero row kept at zero
+    deficient = torch.randn(4, 10)
+    deficient[2] = 0
+    y = cholesky_qr_linear(torch.randn(5, 10), deficient)
+    assert torch.isfinite(y).all() and torch.all(y[:, 2] == 0)
+
+
+@pytest.mark.parametrize("shape", [(30, 6), (600, 40)])  # exact Gram check, then the power-iteration estimate
+def test_orthonormality_error_of_an_unformed_basis_is_that_of_the_basis(shape):
+    mixing = polar_factor(torch.randn(shape[1], shape[1]))
+    matrix = polar_factor(torch.randn(*shape)) @ torch.diag(torch.logspace(0, 3, shape[1])) @ mixing
+    factor = torch.linalg.cholesky(matrix.mT @ matrix)  # float32, cond 1e3: ‖QᵀQ − I‖ far above eps
+    basis = torch.linalg.solve_triangular(factor.mT, matrix, upper=True, left=False)
+    expected = _orthonormality_error(basis)
+    assert expected > 1e-4
+    torch.testing.assert_close(_orthonormality_error(matrix, factor), expected, rtol=0.01, atol=0)
 
 
 def test_orthogonalizer_choices():

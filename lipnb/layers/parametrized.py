@@ -56,10 +56,10 @@ class Orthonormal(WeightMap):
     def __init__(self, orthogonalizer: OrthogonalizerChoice) -> None:
         super().__init__()
         self.orthogonalizer = orthogonalizer
-        self._orthogonalize = resolve_orthogonalizer(orthogonalizer)
+        self.orthogonalize = resolve_orthogonalizer(orthogonalizer)
 
     def compute(self, original: Tensor) -> Tensor:
-        return self._orthogonalize(original)
+        return self.orthogonalize(original)
 
     def extra_repr(self) -> str:
         return f"orthogonalizer={self.orthogonalizer!r}"
