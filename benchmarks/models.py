@@ -14,10 +14,12 @@ interleaved rounds (order rotated each round, medians):
   to plain;
 * the **all-reduced gradient bytes** per step under ``torch.distributed`` (DDP sums the gradient of
   every trainable parameter over the processes), in MiB and as a ratio to plain;
-* the **Cholesky-QR floor** of each arch: one :func:`lipnb.orthogonal.cholesky_qr` forward +
-  backward of a near-orthogonal matrix of each linear weight shape ``(out, in)`` of the network,
-  the O(n³) work per step that no exact method avoids at batch 128, in ms and as a ratio to the
-  plain network's training step;
+* two **floors** of each arch, on a near-orthogonal matrix of each linear weight shape
+  ``(out, in)`` of the network, in ms and as a ratio to the plain network's training step: one
+  explicit :func:`lipnb.orthogonal.cholesky_qr` forward + backward (the Cholesky-QR floor), and
+  the narrow side's Gram matrix forward + backward (the Gram floor: the O(mn²) work per step that
+  no exact orthonormalization of an updated weight avoids; a training Björck linear layer does
+  this, an n×n Cholesky factor and small products, :func:`lipnb.orthogonal.cholesky_qr_linear`);
 * with ``--epoch``, a full MNIST training epoch of Small (60,000 images) per kind against plain,
   in seconds, and the share of it spent getting batches from the loader (one epoch each, in a
   process warmed up first by a few steps of every network).
@@ -119,6 +121,8 @@ FLOOR_COLUMNS: dict[str, tuple[str, CellFormat | None]] = {
     "arch": ("arch", None),
     "ms": ("Cholesky-QR floor (ms)", "{:.2f}"),
     "ratio": ("× plain train step", RATIO),
+    "gram_ms": ("Gram floor (ms)", "{:.2f}"),
+    "gram_ratio": ("× plain train step", RATIO),
     "weights": ("linear weights (out×in)", lambda weights: ", ".join(f"{o}×{i}" for o, i in weights)),
 }
 EPOCH_COLUMNS: dict[str, tuple[str, CellFormat | None]] = {
@@ -213,29 +217,38 @@ def near_orthogonal(shape: tuple[int, int]) -> Tensor:
     return nn.init.orthogonal_(torch.empty(shape)) + noise
 
 
-def floor_subject(shapes: list[tuple[int, int]]) -> Subject:
-    """One Cholesky-QR forward + backward of a near-orthogonal matrix of each shape, as a training step."""
+def narrow_gram(weight: Tensor) -> Tensor:
+    """``WWᵀ`` for a wide ``W``, ``WᵀW`` otherwise: the Gram matrix of the narrow side."""
+    return weight @ weight.mT if weight.shape[0] < weight.shape[1] else weight.mT @ weight
+
+
+FLOOR_MAPS = {"Cholesky-QR floor": cholesky_qr, "Gram floor": narrow_gram}
+
+
+def floor_subject(shapes: list[tuple[int, int]], name: str) -> Subject:
+    """One forward + backward of ``FLOOR_MAPS[name]`` on a near-orthogonal matrix of each shape, as a training step."""
     torch.manual_seed(0)
     weights = nn.ParameterList(nn.Parameter(near_orthogonal(shape)) for shape in shapes)
-    grads = [torch.randn(shape) for shape in shapes]
+    grads = [torch.randn_like(FLOOR_MAPS[name](weight)) for weight in weights]
 
     def step() -> None:
         for weight, grad in zip(weights, grads, strict=True):
-            torch.autograd.grad(cholesky_qr(weight), weight, grad)
+            torch.autograd.grad(FLOOR_MAPS[name](weight), weight, grad)
 
-    return Subject("Cholesky-QR floor", weights, step, None)
+    return Subject(name, weights, step, None)
 
 
 def benchmark_arch(
     arch: str, variants: list[Variant], batch: int, steps: int, rounds: int, warmup: int
-) -> tuple[dict[Network, Subject], Subject]:
-    """The timed networks of ``arch`` and its Cholesky-QR floor, all in the same interleaved rounds."""
+) -> tuple[dict[Network, Subject], dict[str, Subject]]:
+    """The timed networks of ``arch`` and its floors (by name), all in the same interleaved rounds."""
     x, y = batch_data(batch)
     baseline, *constrained = networks(arch, variants)
     subjects = {network: hinge_subject(network, x, y) for network in (baseline, *constrained)}
-    floor = floor_subject(linear_shapes(subjects[constrained[0]].module))
-    interleaved_rounds([*subjects.values(), floor], steps, rounds, warmup)
-    return subjects, floor
+    shapes = linear_shapes(subjects[constrained[0]].module)
+    floors = {name: floor_subject(shapes, name) for name in FLOOR_MAPS}
+    interleaved_rounds([*subjects.values(), *floors.values()], steps, rounds, warmup)
+    return subjects, floors
 
 
 def rss_kib(field: str) -> int:
@@ -352,13 +365,15 @@ def gradient_mebibytes(network: Network) -> float:
     return sum(p.numel() * p.element_size() for p in network.build().parameters() if p.requires_grad) / 2**20
 
 
-def floor_rows(floors: dict[str, Subject], timings: dict[Network, Subject]) -> list[dict[str, Any]]:
-    """One JSON row per arch: its Cholesky-QR floor in ms and as a ratio to the plain training step."""
+def floor_rows(floors: dict[str, dict[str, Subject]], timings: dict[Network, Subject]) -> list[dict[str, Any]]:
+    """One JSON row per arch: its Cholesky-QR and Gram floors in ms and as ratios to the plain training step."""
     rows = []
-    for arch, floor in floors.items():
+    for arch, subjects in floors.items():
         plain_ms = timings[Network(arch, Variant(BASELINE))].train_ms
-        weights = [list(weight.shape) for weight in floor.module.parameters()]
-        rows.append({"arch": arch, "weights": weights, "ms": floor.train_ms, "ratio": floor.train_ms / plain_ms})
+        cholesky, gram = subjects["Cholesky-QR floor"], subjects["Gram floor"]
+        weights = [list(weight.shape) for weight in cholesky.module.parameters()]
+        rows.append({"arch": arch, "weights": weights, "ms": cholesky.train_ms, "ratio": cholesky.train_ms / plain_ms,
+                     "gram_ms": gram.train_ms, "gram_ratio": gram.train_ms / plain_ms})
     return rows
 
 
@@ -399,8 +414,11 @@ def report_text(report: dict[str, Any]) -> str:
         f"step (every trainable parameter, float32). FC-3 has no convs: {FC3_LABEL} is its network for every "
         "constrained kind.\n",
         markdown(report["floor"], FLOOR_COLUMNS),
-        "\nFloor: one Cholesky-QR forward + backward of each linear weight, the O(n³) work per step that no "
-        f"exact method avoids at batch {meta['batch']}.",
+        "\nCholesky-QR floor: one explicit Cholesky-QR orthonormalization forward + backward of each linear "
+        "weight. Gram floor: the Gram matrix of each weight's narrow side forward + backward, the O(mn²) work "
+        "per step that no exact orthonormalization of an updated weight avoids (a Björck linear layer in "
+        "training applies its Cholesky factor without forming the weight: the Gram floor, an n×n Cholesky "
+        "factor and small products).",
     ]
     if report["epoch"] is not None:
         note = "\nOne MNIST training epoch (60,000 images); data loading: time spent getting batches."
@@ -455,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()[0]
     mnist = load_mnist(args.data_root) if args.epoch else None  # fail before the long timing if it is missing
     timings: dict[Network, Subject] = {}
-    floors: dict[str, Subject] = {}
+    floors: dict[str, dict[str, Subject]] = {}
     for arch in archs:
         if not networks(arch, variants):
             continue  # no kind asked for builds this arch
