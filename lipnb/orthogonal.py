@@ -8,13 +8,15 @@ that BCOP's ``H``, RKO's reshaped kernel and :class:`~lipnb.layers.BjorckLinear`
 ``"cholesky"`` (default, CPU and CUDA)
     Cholesky QR, ``Q = W L⁻ᵀ`` with ``L Lᵀ = WᵀW``: three BLAS-3 calls forward and three backward,
     the least O(mn²) work of any exact method, and Cholesky and triangular solves are fast
-    library calls on both devices. A different map from the other two (Gram–Schmidt's, not the
-    closest orthogonal matrix), with the same range of orthonormal matrices. The default
-    everywhere, so a checkpoint means the same network on every device.
+    library calls on both devices. A linear layer need not even form ``Q``
+    (:data:`LINEAR_FORMS`: two O(mn²) products per step instead of five). A different map
+    from the other two (Gram–Schmidt's, not the closest orthogonal matrix), with the same range of
+    orthonormal matrices. The default everywhere, so a checkpoint means the same network on every device.
 ``"polar"``
     The closest orthonormal matrix ``W (WᵀW)^{-1/2}``, i.e. the limit of Björck's iteration, from
-    one float64 eigendecomposition with a closed-form backward. Fast for the small matrices of a
-    BCOP kernel; an eigendecomposition is slow for large ones, and slower still on a GPU.
+    one float64 eigendecomposition with a closed-form backward (a linear layer need not form ``Q``
+    either, :data:`LINEAR_FORMS`). Fast for the small matrices of a BCOP kernel; an
+    eigendecomposition is slow for large ones, and slower still on a GPU.
 ``"bjorck"``
     The BCOP paper's iteration (Björck & Bowie 1971, first order; Li et al. 2019, Sec. 4 and
     Appendix H), differentiated step by step by autograd, kept to reproduce the paper. Its limit is
@@ -27,8 +29,9 @@ they use the measured spectrum (:mod:`lipnb.spectrum`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Literal, Union
+from typing import Literal, TypeVar, Union
 
 import torch
 from torch import Tensor
@@ -45,7 +48,22 @@ _GRAM_CHECK_WORK = 2**19  # m·n² up to which a result's error is measured exac
 _EXTRA_PASSES = 2  # Cholesky QR passes after the first, at most
 _TRUSTED_DEVIATION = 0.1  # a pass on an input with ‖QᵀQ − I‖ ≤ this returns orthonormal Q to working precision
 
+_Function = TypeVar("_Function", bound=Callable)
 
+
+def _without_autocast(function: _Function) -> _Function:
+    """Run ``function`` with autocast off, in its input's own dtype: under mixed precision an
+    orthonormalization in half precision would be neither orthonormal nor supported (triangular solves)."""
+
+    @functools.wraps(function)
+    def wrapper(tensor: Tensor, *args, **kwargs):
+        with torch.autocast(tensor.device.type, enabled=False):
+            return function(tensor, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_without_autocast
 def bjorck(
     weight: Tensor,
     iters: int = 20,
@@ -118,31 +136,27 @@ def _gram_deviation(gram: Tensor) -> Tensor:
     return torch.linalg.matrix_norm(gram - target)
 
 
-def _orthonormality_error(q: Tensor, factor: Tensor | None = None) -> float:
+def _orthonormality_error(q: Tensor, transform: Tensor | None = None) -> float:
     """``‖QᵀQ − I‖`` of the worst matrix of a stack of tall matrices, measured in float64 (NaN if any entry is).
 
-    ``Q`` is ``q`` itself, or ``q L⁻ᵀ`` when the lower triangular ``factor`` ``L`` is given (a
-    Cholesky QR basis that is never formed). For a small stack (``m·n²`` up to
-    :data:`_GRAM_CHECK_WORK`) the exact Frobenius norm (≥ the spectral norm) from the float64 Gram
-    matrix, a handful of cheap operations. For larger ones an estimate of the spectral norm by power
-    iteration on ``v ↦ Qᵀ(Qv) − v``, O(mn) per iteration where forming ``QᵀQ`` would cost as much
-    as the orthonormalization itself. It decides only whether a result needs another pass; it
-    bounds nothing.
+    ``Q`` is ``q`` itself, or ``q T`` for a square ``transform`` ``T`` (a basis that is never
+    formed, :func:`cholesky_qr_linear`). For a small stack (``m·n²`` up to :data:`_GRAM_CHECK_WORK`)
+    the exact Frobenius norm (≥ the spectral norm) from the float64 Gram matrix, a handful of cheap
+    operations. For larger ones an estimate of the spectral norm by power iteration on
+    ``v ↦ Qᵀ(Qv) − v``, O(mn) per iteration where forming ``QᵀQ`` would cost as much as the
+    orthonormalization itself. It decides only whether a result needs another pass; it bounds nothing.
     """
     q = q.detach().double().reshape(-1, *q.shape[-2:])
-    if factor is not None:
-        factor = factor.detach().double().reshape(-1, *factor.shape[-2:])
+    transform = None if transform is None else transform.detach().double().reshape(-1, *transform.shape[-2:])
     if q.shape[-2] * q.shape[-1] ** 2 <= _GRAM_CHECK_WORK:
-        if factor is not None:
-            q = torch.linalg.solve_triangular(factor.mT, q, upper=True, left=False)
+        q = q if transform is None else q @ transform
         identity = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
         return float(torch.linalg.matrix_norm(q.mT @ q - identity).max())
 
     def gram_times(vector: Tensor) -> Tensor:  # QᵀQ v
-        if factor is None:
+        if transform is None:
             return q.mT @ (q @ vector)
-        inner = torch.linalg.solve_triangular(factor.mT, vector, upper=True)
-        return torch.linalg.solve_triangular(factor, q.mT @ (q @ inner), upper=False)
+        return transform.mT @ (q.mT @ (q @ (transform @ vector)))
 
     phases = torch.arange(q.shape[-1], dtype=q.dtype, device=q.device)
     vector = torch.sin(1.618 * phases + 0.5).expand(q.shape[0], -1).unsqueeze(-1)  # no common special direction
@@ -152,6 +166,7 @@ def _orthonormality_error(q: Tensor, factor: Tensor | None = None) -> float:
     return float(vector.norm(dim=-2).max())
 
 
+@_without_autocast
 def polar(weight: Tensor, tol: float | None = None) -> Tensor:
     """The orthonormal polar factor ``W (WᵀW)^{-1/2}`` of each matrix of a stack ``(..., m, n)``; differentiable.
 
@@ -198,6 +213,7 @@ class _PolarFactor(torch.autograd.Function):
         return grad_s - 2 * (w @ basis) @ k @ basis.mT
 
 
+@_without_autocast
 def cholesky_qr(weight: Tensor, tol: float | None = None) -> Tensor:
     """Orthonormalize each matrix of a stack ``(..., m, n)`` by Cholesky QR; differentiable.
 
@@ -271,74 +287,111 @@ class _CholeskyQR(torch.autograd.Function):
         return torch.linalg.solve_triangular(factor, grad - q @ x, upper=False, left=False), None
 
 
+@_without_autocast
 def cholesky_qr_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tol: float | None = None) -> Tensor:
     """``F.linear(x, cholesky_qr(weight), bias)``, without forming the orthonormal matrix; differentiable.
 
-    For a wide ``W`` (out < in), ``Q = L⁻¹W`` with ``L Lᵀ = WWᵀ``, so ``y = (x Wᵀ) L⁻ᵀ``; for a tall
-    or square one ``Q = W L⁻ᵀ`` with ``L Lᵀ = WᵀW``, so ``y = (x L⁻¹) Wᵀ``. The products with the
-    batch are those of a plain ``nn.Linear``; the orthonormalization adds the Gram matrix, one
-    Cholesky factor of the narrow side and, in the backward pass, one product of ``W`` with a
-    narrow square matrix (:class:`_CholeskyLinear`): two of the five ``O(mn²)`` products of
-    :func:`cholesky_qr` and its backward. Same map, same gradients. When one pass is not orthonormal
-    to ``tol`` (default ``64·eps``; a badly conditioned ``W``), this is :func:`cholesky_qr`'s
-    explicit form, which repeats the pass.
+    The tall side of ``W`` (``W`` or ``Wᵀ``) times ``T = L⁻ᵀ``, ``L Lᵀ`` its Gram matrix, is
+    :func:`cholesky_qr`'s basis, so the layer is ``y = (x Wᵀ) T`` (wide ``W``) or ``(x Tᵀ) Wᵀ``
+    (tall or square): :class:`_NarrowTransformLinear`, two of the five ``O(mn²)`` products of
+    :func:`cholesky_qr` and its backward. Same map, same gradients. When one pass is not
+    orthonormal to ``tol`` (default ``64·eps``; a badly conditioned ``W``) this is
+    :func:`cholesky_qr`'s explicit form, which repeats the pass. Under autocast it runs in ``W``'s dtype.
     """
-    if weight.ndim != 2:
-        raise ValueError(f"cholesky_qr_linear: weight must be (out_features, in_features); got {tuple(weight.shape)}")
+    tall = _tall_side(weight)
     tol = _default_tol(weight) if tol is None else tol
-    wide = weight.shape[0] < weight.shape[1]
-    tall = weight.mT if wide else weight
     with torch.no_grad():
         factor, info = torch.linalg.cholesky_ex(tall.mT @ tall)
-    if int(info) != 0 or not _orthonormality_error(tall, factor) <= tol:
-        return torch.nn.functional.linear(x, cholesky_qr(weight, tol), bias)
-    y = _CholeskyLinear.apply(x.reshape(-1, weight.shape[1]), weight, factor)
-    y = y.reshape(*x.shape[:-1], weight.shape[0])
+        inverse = torch.linalg.solve_triangular(factor, torch.eye(factor.shape[-1], dtype=factor.dtype,
+                                                                   device=factor.device), upper=False)
+    transform = inverse.mT  # L⁻ᵀ
+
+    def correction(b: Tensor) -> Tensor:  # L⁻ᵀ X L⁻¹, X the symmetric matrix with the upper triangle of B
+        upper = b.triu()
+        return transform @ (upper + upper.mT - b.diagonal().diag_embed()) @ inverse
+
+    usable = int(info) == 0 and _orthonormality_error(tall, transform) <= tol
+    return _narrow_transform_linear(x, weight, bias, transform, correction) if usable else \
+        torch.nn.functional.linear(x.to(weight.dtype), cholesky_qr(weight, tol), bias)
+
+
+@_without_autocast
+def polar_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tol: float | None = None) -> Tensor:
+    """``F.linear(x, polar(weight), bias)``, without forming the orthonormal matrix; differentiable.
+
+    As :func:`cholesky_qr_linear` with ``T = S⁻¹``, ``S = (W_tᵀW_t)^{1/2}`` from the float64
+    eigendecomposition ``V diag(s²) Vᵀ`` of the tall side's Gram matrix, and :class:`_PolarFactor`'s
+    backward: the correction ``2 V K Vᵀ``, ``K = Vᵀ sym(B S⁻¹) V ⊘ (sᵢ + sⱼ)``. A result that is not
+    orthonormal to ``tol`` (badly conditioned or rank deficient) is :func:`polar`'s explicit form.
+    """
+    tall = _tall_side(weight)
+    tol = _default_tol(weight) if tol is None else tol
+    with torch.no_grad():
+        squares, basis = torch.linalg.eigh((tall.mT @ tall).to(torch.promote_types(tall.dtype, torch.float64)))
+        roots = squares.sqrt()
+        transform = ((basis / roots) @ basis.mT).to(tall.dtype)
+        basis, roots = basis.to(tall.dtype), roots.to(tall.dtype)
+
+    def correction(b: Tensor) -> Tensor:
+        m = b @ transform
+        return basis @ ((basis.mT @ (m + m.mT) @ basis) / (roots.unsqueeze(-1) + roots)) @ basis.mT
+
+    usable = _orthonormality_error(tall, transform) <= tol  # False for NaN (rank deficient)
+    return _narrow_transform_linear(x, weight, bias, transform, correction) if usable else \
+        torch.nn.functional.linear(x.to(weight.dtype), polar(weight, tol), bias)
+
+
+def _tall_side(weight: Tensor) -> Tensor:
+    """``W`` if it is tall or square, else ``Wᵀ``: the orthogonalizers' convention."""
+    if weight.ndim != 2:
+        raise ValueError(f"a linear weight must be (out_features, in_features); got {tuple(weight.shape)}")
+    return weight.mT if weight.shape[0] < weight.shape[1] else weight
+
+
+def _narrow_transform_linear(
+    x: Tensor, weight: Tensor, bias: Tensor | None, transform: Tensor, correction: Callable[[Tensor], Tensor]
+) -> Tensor:
+    flat = x.to(weight.dtype).reshape(-1, weight.shape[1])
+    y = _NarrowTransformLinear.apply(flat, weight, transform, correction).reshape(*x.shape[:-1], weight.shape[0])
     return y if bias is None else y + bias
 
 
-class _CholeskyLinear(torch.autograd.Function):
-    """``y = x Qᵀ`` for the Cholesky QR basis ``Q`` of ``W``, given the factor ``L`` of its narrow Gram matrix.
+class _NarrowTransformLinear(torch.autograd.Function):
+    """``y = x Qᵀ`` for the basis ``Q`` whose tall side is ``W_t T``, given the narrow ``n × n`` ``T``.
 
-    Backward, from :class:`_CholeskyQR`'s ``∇W = (G − Q X) L⁻¹`` (tall; transposed for wide) with
-    ``G = ∇Q = ∇yᵀ x``: the narrow ``B = QᵀG`` is ``ŷᵀ∇y`` (wide, ``ŷ = x Qᵀ``) or ``(∇x)ᵀ x``
-    (tall), so only ``M = L⁻ᵀ X L⁻¹`` meets ``W``: ``∇W = (∇y L⁻¹)ᵀ x − M W`` (wide),
-    ``∇y ᵀ(x L⁻¹) − W M`` (tall). ``L`` is treated as a function of ``W``, not as an input.
+    ``T`` is a function of ``W`` (``L⁻ᵀ`` or ``S⁻¹``), not an input: the orthogonalizer's backward,
+    ``∇W_t = G T − W_t C(B)`` with ``G = ∇(W_t T)`` and ``B = (W_t T)ᵀ G``, is carried out with
+    ``G = ∇yᵀ x`` (tall) or ``xᵀ∇y`` (wide) never formed: ``B`` is the narrow ``(∇x)ᵀ x`` (tall) or
+    ``ŷᵀ ∇y`` (wide, ``ŷ = x Qᵀ``), and ``correction`` maps it to ``C``, so only ``C`` meets ``W``:
+    ``∇W = ∇yᵀ (x Tᵀ) − W C`` (tall), ``(∇y Tᵀ)ᵀ x − C W`` (wide). The batch products are a plain
+    linear layer's.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, factor: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, transform: Tensor, correction: Callable[[Tensor], Tensor]) -> Tensor:
         ctx.wide = weight.shape[0] < weight.shape[1]
+        ctx.correction = correction
         if ctx.wide:
-            y = torch.linalg.solve_triangular(factor.mT, x @ weight.mT, upper=True, left=False)
-            ctx.save_for_backward(x, weight, factor, y)
+            y = (x @ weight.mT) @ transform
+            ctx.save_for_backward(x, weight, transform, y)
         else:
-            whitened = torch.linalg.solve_triangular(factor, x, upper=False, left=False)  # x L⁻¹
+            whitened = x @ transform.mT
             y = whitened @ weight.mT
-            ctx.save_for_backward(x, weight, factor, whitened)
+            ctx.save_for_backward(x, weight, transform, whitened)
         return y
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, None, None]:
+        x, weight, transform, saved = ctx.saved_tensors
         if ctx.wide:
-            x, weight, factor, y = ctx.saved_tensors
-            pulled = torch.linalg.solve_triangular(factor, grad, upper=False, left=False)  # ∇y L⁻¹
+            pulled = grad @ transform.mT
             grad_x = pulled @ weight if ctx.needs_input_grad[0] else None
-            b = y.mT @ grad
-            grad_weight = pulled.mT @ x
-        else:
-            x, weight, factor, whitened = ctx.saved_tensors
-            grad_x = torch.linalg.solve_triangular(factor.mT, grad @ weight, upper=True, left=False)
-            b = grad_x.mT @ x
-            grad_weight = grad.mT @ whitened
-        upper = b.triu()
-        x_sym = upper + upper.mT - b.diagonal().diag_embed()
-        m = torch.linalg.solve_triangular(factor, x_sym, upper=False, left=False)
-        m = torch.linalg.solve_triangular(factor.mT, m, upper=True)  # L⁻ᵀ X L⁻¹
-        grad_weight = grad_weight - (m @ weight if ctx.wide else weight @ m)
-        return grad_x, grad_weight, None
+            return grad_x, pulled.mT @ x - ctx.correction(saved.mT @ grad) @ weight, None, None
+        grad_x = (grad @ weight) @ transform
+        return grad_x, grad.mT @ saved - weight @ ctx.correction(grad_x.mT @ x), None, None
 
 
+@_without_autocast
 def orthogonal_projector(weight: Tensor, tol: float | None = None) -> Tensor:
     """``P = W (WᵀW)⁻¹ Wᵀ``, the orthogonal projector onto the column space of each tall ``(..., m, r)`` ``W``.
 
@@ -397,6 +450,9 @@ ORTHOGONALIZERS: dict[str, Orthogonalizer] = {"cholesky": cholesky_qr, "polar": 
 """The named orthogonalizers (see the module docstring); the first is the default."""
 
 DEFAULT_ORTHOGONALIZER = "cholesky"
+
+LINEAR_FORMS: dict[Orthogonalizer, Callable[..., Tensor]] = {cholesky_qr: cholesky_qr_linear, polar: polar_linear}
+"""Orthogonalizers whose layer ``F.linear(x, orthogonalizer(W), b)`` has an exact form that never forms the weight."""
 
 
 def resolve_orthogonalizer(choice: OrthogonalizerChoice) -> Orthogonalizer:

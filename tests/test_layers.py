@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from conftest import LINEAR_CONV_KINDS, dense_singular_values, train_steps
-import lipnb.layers.linear
 from lipnb import export
 from lipnb.layers import (
     CONV_KINDS,
@@ -18,7 +17,7 @@ from lipnb.layers import (
     SVCMConv2d,
     lipschitz_conv,
 )
-from lipnb.orthogonal import polar
+from lipnb.orthogonal import LINEAR_FORMS, ORTHOGONALIZERS, polar
 from lipnb.spectrum import singular_values
 
 
@@ -145,26 +144,27 @@ def test_bjorck_linear_is_semi_orthogonal_after_training(cin, cout):
     torch.testing.assert_close(sigma, dense_singular_values(layer.double().eval(), (cin,)), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("orthogonalizer", ["cholesky", "polar"])
+@pytest.mark.parametrize("orthogonalizer", list(ORTHOGONALIZERS))
 def test_bjorck_linear_training_forward_is_the_layer_of_its_weight(orthogonalizer, monkeypatch):
-    # the default's training forward never forms the weight (cholesky_qr_linear); it must be the same layer
+    # with cholesky and polar the training forward never forms the weight (LINEAR_FORMS): the same layer
     calls = []
-    fused = lipnb.layers.linear.cholesky_qr_linear
-    monkeypatch.setattr(lipnb.layers.linear, "cholesky_qr_linear", lambda *args: calls.append(1) or fused(*args))
+    for function, linear_form in LINEAR_FORMS.items():
+        counted = lambda *args, form=linear_form: calls.append(1) or form(*args)  # noqa: E731
+        monkeypatch.setitem(LINEAR_FORMS, function, counted)
     layer = BjorckLinear(9, 4, orthogonalizer=orthogonalizer)
     train_steps(layer, (9,))
     layer.double()
     x = torch.randn(5, 9, dtype=torch.float64)
     raw = layer.parametrizations.weight.original
+    calls.clear()
     y = layer(x)
     grad = torch.autograd.grad(y.square().sum(), raw)[0]
     explicit = nn.functional.linear(x, layer.weight, layer.bias)
     torch.testing.assert_close(y, explicit, atol=1e-13, rtol=0)
     torch.testing.assert_close(grad, torch.autograd.grad(explicit.square().sum(), raw)[0], atol=1e-12, rtol=0)
-    assert bool(calls) == (orthogonalizer == "cholesky")
-    calls.clear()
+    assert len(calls) == (orthogonalizer != "bjorck")
     layer.eval()(x)
-    assert not calls  # eval uses the cached weight
+    assert len(calls) == (orthogonalizer != "bjorck")  # eval uses the cached weight
 
 
 def test_activations_permute_each_input():

@@ -13,9 +13,11 @@ from lipnb.orthogonal import (
     _orthonormality_error,
     bjorck,
     cholesky_qr,
+    LINEAR_FORMS,
     cholesky_qr_linear,
     orthogonal_projector,
     polar,
+    polar_linear,
     resolve_orthogonalizer,
     symmetric_projector,
 )
@@ -229,35 +231,41 @@ def test_cholesky_second_pass_and_fallbacks():
     assert (torch.linalg.svdvals(result.double())[:3] - 1).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("orthogonalizer", list(LINEAR_FORMS), ids=lambda f: f.__name__)
 @pytest.mark.parametrize("out_features, in_features", [(4, 9), (9, 4), (6, 6), (1, 5)])
-def test_cholesky_qr_linear_is_the_layer_of_the_explicit_basis(out_features, in_features):
-    # wide, tall, square (treated as tall, as cholesky_qr does) and a single row; batch dims kept
+def test_linear_forms_are_the_layer_of_the_explicit_basis(orthogonalizer, out_features, in_features):
+    # wide, tall, square (treated as tall, as the orthogonalizers do) and a single row; batch dims kept
+    linear_form = LINEAR_FORMS[orthogonalizer]
     weight = polar_factor(torch.randn(out_features, in_features, dtype=torch.float64))
     weight = (weight + 0.3 * torch.randn_like(weight)).requires_grad_(True)
     x = torch.randn(3, 2, in_features, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(out_features, dtype=torch.float64, requires_grad=True)
-    fused = cholesky_qr_linear(x, weight, bias)
-    explicit = torch.nn.functional.linear(x, cholesky_qr(weight), bias)
+    fused = linear_form(x, weight, bias)
+    explicit = torch.nn.functional.linear(x, orthogonalizer(weight), bias)
     torch.testing.assert_close(fused, explicit, atol=1e-13, rtol=0)
     upstream = torch.randn_like(fused)
     for got, expected in zip(torch.autograd.grad(fused, (x, weight, bias), upstream),
                              torch.autograd.grad(explicit, (x, weight, bias), upstream)):
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
-    assert torch.autograd.gradcheck(cholesky_qr_linear, (x, weight, bias))
+    assert torch.autograd.gradcheck(linear_form, (x, weight, bias))
 
 
-def test_cholesky_qr_linear_hands_what_one_pass_cannot_orthonormalize_to_cholesky_qr():
-    # float32, cond = 1e3: one pass is off by ~κ²·eps, so the layer applies the explicit CholeskyQR2 basis
-    badly = polar_factor(torch.randn(50, 200)).mT @ torch.diag(torch.logspace(0, 3, 50)) @ polar_factor(torch.randn(50, 50))
+@pytest.mark.parametrize("orthogonalizer", list(LINEAR_FORMS), ids=lambda f: f.__name__)
+def test_linear_forms_hand_what_they_cannot_orthonormalize_to_the_explicit_form(orthogonalizer):
+    linear_form = LINEAR_FORMS[orthogonalizer]
+    # float32, cond = 1e3: one Cholesky pass (or float32 S⁻¹) is off by ~κ²·eps; the explicit form finishes it
+    badly = polar_factor(torch.randn(200, 50)) @ torch.diag(torch.logspace(0, 3, 50)) @ polar_factor(torch.randn(50, 50))
     badly = badly.mT.contiguous()  # (50, 200): wide
     x = torch.randn(16, 200)
-    torch.testing.assert_close(cholesky_qr_linear(x, badly), x @ cholesky_qr(badly).mT, atol=1e-6, rtol=0)
-    assert (torch.linalg.svdvals(cholesky_qr(badly).double()) - 1).abs().max() < 1e-5
-    # rank deficient: Björck, through cholesky_qr, with the zero row kept at zero
+    torch.testing.assert_close(linear_form(x, badly), x @ orthogonalizer(badly).mT, atol=1e-6, rtol=0)
+    assert (torch.linalg.svdvals(orthogonalizer(badly).double()) - 1).abs().max() < 1e-5
+    # rank deficient: Björck, through the explicit form, with the zero row kept at zero
     deficient = torch.randn(4, 10)
     deficient[2] = 0
-    y = cholesky_qr_linear(torch.randn(5, 10), deficient)
+    y = linear_form(torch.randn(5, 10), deficient)
     assert torch.isfinite(y).all() and torch.all(y[:, 2] == 0)
+    with pytest.raises(ValueError, match=r"a linear weight must be \(out_features, in_features\); got \(2, 3, 4\)"):
+        linear_form(torch.randn(5, 4), torch.randn(2, 3, 4))
 
 
 @pytest.mark.parametrize("shape", [(30, 6), (600, 40)])  # exact Gram check, then the power-iteration estimate
@@ -265,10 +273,26 @@ def test_orthonormality_error_of_an_unformed_basis_is_that_of_the_basis(shape):
     mixing = polar_factor(torch.randn(shape[1], shape[1]))
     matrix = polar_factor(torch.randn(*shape)) @ torch.diag(torch.logspace(0, 3, shape[1])) @ mixing
     factor = torch.linalg.cholesky(matrix.mT @ matrix)  # float32, cond 1e3: ‖QᵀQ − I‖ far above eps
-    basis = torch.linalg.solve_triangular(factor.mT, matrix, upper=True, left=False)
-    expected = _orthonormality_error(basis)
+    transform = torch.linalg.inv(factor).mT
+    expected = _orthonormality_error(matrix @ transform)
     assert expected > 1e-4
-    torch.testing.assert_close(_orthonormality_error(matrix, factor), expected, rtol=0.01, atol=0)
+    torch.testing.assert_close(_orthonormality_error(matrix, transform), expected, rtol=0.01, atol=0)
+
+
+@pytest.mark.parametrize("name", list(ORTHOGONALIZERS))
+def test_layers_train_under_autocast_with_full_precision_weights(name):
+    # mixed precision (bfloat16 autocast on CPU): the weight is orthonormalized in float32 all the same
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(RKOConv2d(2, 4, 3, orthogonalizer=name), torch.nn.Flatten(),
+                                BjorckLinear(4 * 6 * 6, 10, orthogonalizer=name))
+    x = torch.rand(3, 2, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x).float().square().sum().backward()
+        weights = [layer.weight for layer in (model[0], model[2])]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    for weight, layer in zip(weights, (model[0], model[2])):
+        assert weight.dtype == torch.float32
+        torch.testing.assert_close(weight, layer.weight, atol=0, rtol=0)
 
 
 def test_orthogonalizer_choices():

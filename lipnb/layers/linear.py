@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from lipnb._validation import require_positive_int
 from lipnb.layers.parametrized import Orthonormal, parametrize_weight
-from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER, OrthogonalizerChoice, cholesky_qr, cholesky_qr_linear
+from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER, LINEAR_FORMS, OrthogonalizerChoice
 
 
 class BjorckLinear(nn.Module):
@@ -15,9 +15,10 @@ class BjorckLinear(nn.Module):
 
     ``W`` has orthonormal rows (``out ≤ in``) or columns (``out ≥ in``). The paper orthonormalizes
     by Björck's iteration; ``orthogonalizer`` picks the method (see :mod:`lipnb.orthogonal`). The
-    trained tensor is ``parametrizations.weight.original``. A training forward with the default
-    ``"cholesky"`` never forms ``W``: :func:`~lipnb.orthogonal.cholesky_qr_linear` applies it
-    from its Cholesky factor at the cost of two of the five ``O(mn²)`` products, same values and gradients.
+    trained tensor is ``parametrizations.weight.original``. A training forward with ``"cholesky"``
+    (the default) or ``"polar"`` never forms ``W`` (:data:`~lipnb.orthogonal.LINEAR_FORMS`): it
+    applies ``W``'s narrow ``n × n`` factor to the batch, two of the five ``O(mn²)`` products of
+    the explicit form per step, with the same values and gradients.
     """
 
     def __init__(
@@ -40,9 +41,9 @@ class BjorckLinear(nn.Module):
             raise ValueError(
                 f"BjorckLinear expects inputs with last dimension in_features={self.in_features}; got {tuple(x.shape)}"
             )
-        weight_map = self.parametrizations.weight[0]
-        if self.training and weight_map.orthogonalize is cholesky_qr:
-            return cholesky_qr_linear(x, self.parametrizations.weight.original, self.bias)
+        linear_form = LINEAR_FORMS.get(self.parametrizations.weight[0].orthogonalize)
+        if self.training and linear_form is not None:
+            return linear_form(x, self.parametrizations.weight.original, self.bias)
         return nn.functional.linear(x, self.weight, self.bias)
 
     def vanilla_export(self) -> nn.Linear:
