@@ -136,27 +136,28 @@ def _gram_deviation(gram: Tensor) -> Tensor:
     return torch.linalg.matrix_norm(gram - target)
 
 
-def _orthonormality_error(q: Tensor, transform: Tensor | None = None) -> float:
+def _orthonormality_error(q: Tensor, factor: NarrowFactor | None = None) -> float:
     """``‖QᵀQ − I‖`` of the worst matrix of a stack of tall matrices, measured in float64 (NaN if any entry is).
 
-    ``Q`` is ``q`` itself, or ``q T`` for a square ``transform`` ``T`` (a basis that is never
-    formed, :func:`cholesky_qr_linear`). For a small stack (``m·n²`` up to :data:`_GRAM_CHECK_WORK`)
+    ``Q`` is ``q`` itself, or ``q T`` for a :class:`NarrowFactor` ``T`` (a basis that is never
+    formed, :data:`LINEAR_FORMS`). For a small stack (``m·n²`` up to :data:`_GRAM_CHECK_WORK`)
     the exact Frobenius norm (≥ the spectral norm) from the float64 Gram matrix, a handful of cheap
     operations. For larger ones an estimate of the spectral norm by power iteration on
     ``v ↦ Qᵀ(Qv) − v``, O(mn) per iteration where forming ``QᵀQ`` would cost as much as the
     orthonormalization itself. It decides only whether a result needs another pass; it bounds nothing.
     """
     q = q.detach().double().reshape(-1, *q.shape[-2:])
-    transform = None if transform is None else transform.detach().double().reshape(-1, *transform.shape[-2:])
+    factor = None if factor is None else factor.double()
     if q.shape[-2] * q.shape[-1] ** 2 <= _GRAM_CHECK_WORK:
-        q = q if transform is None else q @ transform
+        q = q if factor is None else factor.times(q)
         identity = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
         return float(torch.linalg.matrix_norm(q.mT @ q - identity).max())
 
     def gram_times(vector: Tensor) -> Tensor:  # QᵀQ v
-        if transform is None:
+        if factor is None:
             return q.mT @ (q @ vector)
-        return transform.mT @ (q.mT @ (q @ (transform @ vector)))
+        inner = q @ factor.times_transposed(vector.mT).mT  # Q v = q (T v), T v = (vᵀ Tᵀ)ᵀ
+        return factor.times((q.mT @ inner).mT).mT  # Tᵀ u = (uᵀ T)ᵀ
 
     phases = torch.arange(q.shape[-1], dtype=q.dtype, device=q.device)
     vector = torch.sin(1.618 * phases + 0.5).expand(q.shape[0], -1).unsqueeze(-1)  # no common special direction
@@ -287,6 +288,32 @@ class _CholeskyQR(torch.autograd.Function):
         return torch.linalg.solve_triangular(factor, grad - q @ x, upper=False, left=False), None
 
 
+class NarrowFactor:
+    """The ``n × n`` matrix ``T`` that makes the tall side ``W_t`` of a weight orthonormal, ``Q_t = W_t T``.
+
+    Applied from the right only: :meth:`times` is ``M T``, :meth:`times_transposed` ``M Tᵀ``.
+    ``T = L⁻ᵀ`` (Cholesky QR, by triangular solves: faster than forming ``L⁻¹``) or a dense
+    symmetric ``S⁻¹`` (polar).
+    """
+
+    def __init__(self, matrix: Tensor, lower_triangular_inverse: bool) -> None:
+        self.matrix = matrix  # L, or T itself
+        self.lower_triangular_inverse = lower_triangular_inverse
+
+    def times(self, m: Tensor) -> Tensor:
+        if self.lower_triangular_inverse:  # M L⁻ᵀ
+            return torch.linalg.solve_triangular(self.matrix.mT, m, upper=True, left=False)
+        return m @ self.matrix
+
+    def times_transposed(self, m: Tensor) -> Tensor:
+        if self.lower_triangular_inverse:  # M L⁻¹
+            return torch.linalg.solve_triangular(self.matrix, m, upper=False, left=False)
+        return m @ self.matrix.mT
+
+    def double(self) -> NarrowFactor:
+        return NarrowFactor(self.matrix.double(), self.lower_triangular_inverse)
+
+
 @_without_autocast
 def cholesky_qr_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tol: float | None = None) -> Tensor:
     """``F.linear(x, cholesky_qr(weight), bias)``, without forming the orthonormal matrix; differentiable.
@@ -301,17 +328,16 @@ def cholesky_qr_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, to
     tall = _tall_side(weight)
     tol = _default_tol(weight) if tol is None else tol
     with torch.no_grad():
-        factor, info = torch.linalg.cholesky_ex(tall.mT @ tall)
-        inverse = torch.linalg.solve_triangular(factor, torch.eye(factor.shape[-1], dtype=factor.dtype,
-                                                                   device=factor.device), upper=False)
-    transform = inverse.mT  # L⁻ᵀ
+        lower, info = torch.linalg.cholesky_ex(tall.mT @ tall)
+    factor = NarrowFactor(lower, lower_triangular_inverse=True)
 
     def correction(b: Tensor) -> Tensor:  # L⁻ᵀ X L⁻¹, X the symmetric matrix with the upper triangle of B
         upper = b.triu()
-        return transform @ (upper + upper.mT - b.diagonal().diag_embed()) @ inverse
+        x_sym = upper + upper.mT - b.diagonal().diag_embed()
+        return factor.times_transposed(factor.times_transposed(x_sym).mT)  # (X L⁻¹)ᵀ = L⁻ᵀX, then · L⁻¹
 
-    usable = int(info) == 0 and _orthonormality_error(tall, transform) <= tol
-    return _narrow_transform_linear(x, weight, bias, transform, correction) if usable else \
+    usable = int(info) == 0 and _orthonormality_error(tall, factor) <= tol
+    return _narrow_transform_linear(x, weight, bias, factor, correction) if usable else \
         torch.nn.functional.linear(x.to(weight.dtype), cholesky_qr(weight, tol), bias)
 
 
@@ -329,15 +355,16 @@ def polar_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tol: flo
     with torch.no_grad():
         squares, basis = torch.linalg.eigh((tall.mT @ tall).to(torch.promote_types(tall.dtype, torch.float64)))
         roots = squares.sqrt()
-        transform = ((basis / roots) @ basis.mT).to(tall.dtype)
+        inverse_root = ((basis / roots) @ basis.mT).to(tall.dtype)
         basis, roots = basis.to(tall.dtype), roots.to(tall.dtype)
+    factor = NarrowFactor(inverse_root, lower_triangular_inverse=False)
 
     def correction(b: Tensor) -> Tensor:
-        m = b @ transform
+        m = b @ inverse_root
         return basis @ ((basis.mT @ (m + m.mT) @ basis) / (roots.unsqueeze(-1) + roots)) @ basis.mT
 
-    usable = _orthonormality_error(tall, transform) <= tol  # False for NaN (rank deficient)
-    return _narrow_transform_linear(x, weight, bias, transform, correction) if usable else \
+    usable = _orthonormality_error(tall, factor) <= tol  # False for NaN (rank deficient)
+    return _narrow_transform_linear(x, weight, bias, factor, correction) if usable else \
         torch.nn.functional.linear(x.to(weight.dtype), polar(weight, tol), bias)
 
 
@@ -349,15 +376,15 @@ def _tall_side(weight: Tensor) -> Tensor:
 
 
 def _narrow_transform_linear(
-    x: Tensor, weight: Tensor, bias: Tensor | None, transform: Tensor, correction: Callable[[Tensor], Tensor]
+    x: Tensor, weight: Tensor, bias: Tensor | None, factor: NarrowFactor, correction: Callable[[Tensor], Tensor]
 ) -> Tensor:
     flat = x.to(weight.dtype).reshape(-1, weight.shape[1])
-    y = _NarrowTransformLinear.apply(flat, weight, transform, correction).reshape(*x.shape[:-1], weight.shape[0])
+    y = _NarrowTransformLinear.apply(flat, weight, factor, correction).reshape(*x.shape[:-1], weight.shape[0])
     return y if bias is None else y + bias
 
 
 class _NarrowTransformLinear(torch.autograd.Function):
-    """``y = x Qᵀ`` for the basis ``Q`` whose tall side is ``W_t T``, given the narrow ``n × n`` ``T``.
+    """``y = x Qᵀ`` for the basis ``Q`` whose tall side is ``W_t T``, given the :class:`NarrowFactor` ``T``.
 
     ``T`` is a function of ``W`` (``L⁻ᵀ`` or ``S⁻¹``), not an input: the orthogonalizer's backward,
     ``∇W_t = G T − W_t C(B)`` with ``G = ∇(W_t T)`` and ``B = (W_t T)ᵀ G``, is carried out with
@@ -368,26 +395,26 @@ class _NarrowTransformLinear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, transform: Tensor, correction: Callable[[Tensor], Tensor]) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, factor: NarrowFactor, correction: Callable[[Tensor], Tensor]) -> Tensor:
         ctx.wide = weight.shape[0] < weight.shape[1]
-        ctx.correction = correction
+        ctx.factor, ctx.correction = factor, correction
         if ctx.wide:
-            y = (x @ weight.mT) @ transform
-            ctx.save_for_backward(x, weight, transform, y)
+            y = factor.times(x @ weight.mT)
+            ctx.save_for_backward(x, weight, y)
         else:
-            whitened = x @ transform.mT
+            whitened = factor.times_transposed(x)
             y = whitened @ weight.mT
-            ctx.save_for_backward(x, weight, transform, whitened)
+            ctx.save_for_backward(x, weight, whitened)
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, None, None]:
-        x, weight, transform, saved = ctx.saved_tensors
+        x, weight, saved = ctx.saved_tensors
         if ctx.wide:
-            pulled = grad @ transform.mT
+            pulled = ctx.factor.times_transposed(grad)
             grad_x = pulled @ weight if ctx.needs_input_grad[0] else None
             return grad_x, pulled.mT @ x - ctx.correction(saved.mT @ grad) @ weight, None, None
-        grad_x = (grad @ weight) @ transform
+        grad_x = ctx.factor.times(grad @ weight)
         return grad_x, grad.mT @ saved - weight @ ctx.correction(grad_x.mT @ x), None, None
 
 

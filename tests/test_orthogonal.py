@@ -14,6 +14,7 @@ from lipnb.orthogonal import (
     bjorck,
     cholesky_qr,
     LINEAR_FORMS,
+    NarrowFactor,
     cholesky_qr_linear,
     orthogonal_projector,
     polar,
@@ -273,10 +274,12 @@ def test_orthonormality_error_of_an_unformed_basis_is_that_of_the_basis(shape):
     mixing = polar_factor(torch.randn(shape[1], shape[1]))
     matrix = polar_factor(torch.randn(*shape)) @ torch.diag(torch.logspace(0, 3, shape[1])) @ mixing
     factor = torch.linalg.cholesky(matrix.mT @ matrix)  # float32, cond 1e3: ‖QᵀQ − I‖ far above eps
-    transform = torch.linalg.inv(factor).mT
-    expected = _orthonormality_error(matrix @ transform)
+    basis = torch.linalg.solve_triangular(factor.mT, matrix, upper=True, left=False)  # W L⁻ᵀ, formed
+    expected = _orthonormality_error(basis)
     assert expected > 1e-4
-    torch.testing.assert_close(_orthonormality_error(matrix, transform), expected, rtol=0.01, atol=0)
+    for unformed in (NarrowFactor(factor, lower_triangular_inverse=True),
+                     NarrowFactor(torch.linalg.inv(factor).mT, lower_triangular_inverse=False)):
+        torch.testing.assert_close(_orthonormality_error(matrix, unformed), expected, rtol=0.01, atol=0)
 
 
 @pytest.mark.parametrize("name", list(ORTHOGONALIZERS))
