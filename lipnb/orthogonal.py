@@ -192,26 +192,35 @@ class _PolarFactor(torch.autograd.Function):
     """``Q = W S⁻¹`` with ``S = (WᵀW)^{1/2}`` for tall ``W`` of full rank.
 
     Backward: from ``dQ = (dW − Q dS) S⁻¹`` and ``S dS + dS S = dWᵀW + WᵀdW``, in the eigenbasis
-    ``V`` of ``S`` (eigenvalues ``s``): ``∇W = G S⁻¹ − 2 W V K Vᵀ`` with
-    ``K = Vᵀ sym(Qᵀ G S⁻¹) V ⊘ (sᵢ + sⱼ)``, finite even for repeated singular values.
+    ``V`` of ``S`` (eigenvalues ``s``): ``∇W = G S⁻¹ − W C`` with :func:`_polar_correction`'s
+    ``C = 2 V K Vᵀ``, ``K = Vᵀ sym(Qᵀ G S⁻¹) V ⊘ (sᵢ + sⱼ)``, finite even for repeated singular values.
     """
 
     @staticmethod
     def forward(ctx, w: Tensor) -> Tensor:
-        eigenvalues, basis = torch.linalg.eigh((w.mT @ w).to(torch.promote_types(w.dtype, torch.float64)))
-        roots = eigenvalues.sqrt()
-        inverse_root = ((basis / roots.unsqueeze(-2)) @ basis.mT).to(w.dtype)
+        basis, roots, inverse_root = _inverse_root(w.mT @ w)
         q = w @ inverse_root
-        ctx.save_for_backward(w, q, basis.to(w.dtype), roots.to(w.dtype), inverse_root)
+        ctx.save_for_backward(w, q, basis, roots, inverse_root)
         return q
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         w, q, basis, roots, inverse_root = ctx.saved_tensors
         grad_s = grad @ inverse_root
-        m = q.mT @ grad_s
-        k = (basis.mT @ (m + m.mT) @ basis) / (2 * (roots.unsqueeze(-1) + roots.unsqueeze(-2)))
-        return grad_s - 2 * (w @ basis) @ k @ basis.mT
+        return grad_s - w @ _polar_correction(q.mT @ grad_s, basis, roots)
+
+
+def _inverse_root(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(V, s, S⁻¹)`` for the SPD ``gram = V diag(s²) Vᵀ = S²``, from a float64 eigendecomposition, in ``gram``'s dtype."""
+    squares, basis = torch.linalg.eigh(gram.to(torch.promote_types(gram.dtype, torch.float64)))
+    roots = squares.sqrt()
+    inverse_root = (basis / roots.unsqueeze(-2)) @ basis.mT
+    return basis.to(gram.dtype), roots.to(gram.dtype), inverse_root.to(gram.dtype)
+
+
+def _polar_correction(m: Tensor, basis: Tensor, roots: Tensor) -> Tensor:
+    """``2 V K Vᵀ`` with ``K = Vᵀ sym(M) V ⊘ (sᵢ + sⱼ)``: the narrow part of the polar factor's backward."""
+    return basis @ ((basis.mT @ (m + m.mT) @ basis) / (roots.unsqueeze(-1) + roots.unsqueeze(-2))) @ basis.mT
 
 
 @_without_autocast
@@ -282,10 +291,14 @@ class _CholeskyQR(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor, _converged) -> tuple[Tensor, None]:
         q, factor = ctx.saved_tensors
-        b = q.mT @ grad
-        upper = b.triu()
-        x = upper + upper.mT - b.diagonal(dim1=-2, dim2=-1).diag_embed()
+        x = _symmetric_from_upper(q.mT @ grad)
         return torch.linalg.solve_triangular(factor, grad - q @ x, upper=False, left=False), None
+
+
+def _symmetric_from_upper(b: Tensor) -> Tensor:
+    """The symmetric matrix whose upper triangle (diagonal included) is that of ``b``."""
+    upper = b.triu()
+    return upper + upper.mT - b.diagonal(dim1=-2, dim2=-1).diag_embed()
 
 
 class NarrowFactor:
@@ -331,10 +344,8 @@ def cholesky_qr_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, to
         lower, info = torch.linalg.cholesky_ex(tall.mT @ tall)
     factor = NarrowFactor(lower, lower_triangular_inverse=True)
 
-    def correction(b: Tensor) -> Tensor:  # L⁻ᵀ X L⁻¹, X the symmetric matrix with the upper triangle of B
-        upper = b.triu()
-        x_sym = upper + upper.mT - b.diagonal().diag_embed()
-        return factor.times_transposed(factor.times_transposed(x_sym).mT)  # (X L⁻¹)ᵀ = L⁻ᵀX, then · L⁻¹
+    def correction(b: Tensor) -> Tensor:  # L⁻ᵀ X L⁻¹: (X L⁻¹)ᵀ = L⁻ᵀX, then · L⁻¹
+        return factor.times_transposed(factor.times_transposed(_symmetric_from_upper(b)).mT)
 
     usable = int(info) == 0 and _orthonormality_error(tall, factor) <= tol
     return _narrow_transform_linear(x, weight, bias, factor, correction) if usable else \
@@ -347,21 +358,17 @@ def polar_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tol: flo
 
     As :func:`cholesky_qr_linear` with ``T = S⁻¹``, ``S = (W_tᵀW_t)^{1/2}`` from the float64
     eigendecomposition ``V diag(s²) Vᵀ`` of the tall side's Gram matrix, and :class:`_PolarFactor`'s
-    backward: the correction ``2 V K Vᵀ``, ``K = Vᵀ sym(B S⁻¹) V ⊘ (sᵢ + sⱼ)``. A result that is not
+    backward (:func:`_polar_correction` of ``B S⁻¹``). A result that is not
     orthonormal to ``tol`` (badly conditioned or rank deficient) is :func:`polar`'s explicit form.
     """
     tall = _tall_side(weight)
     tol = _default_tol(weight) if tol is None else tol
     with torch.no_grad():
-        squares, basis = torch.linalg.eigh((tall.mT @ tall).to(torch.promote_types(tall.dtype, torch.float64)))
-        roots = squares.sqrt()
-        inverse_root = ((basis / roots) @ basis.mT).to(tall.dtype)
-        basis, roots = basis.to(tall.dtype), roots.to(tall.dtype)
+        basis, roots, inverse_root = _inverse_root(tall.mT @ tall)
     factor = NarrowFactor(inverse_root, lower_triangular_inverse=False)
 
-    def correction(b: Tensor) -> Tensor:
-        m = b @ inverse_root
-        return basis @ ((basis.mT @ (m + m.mT) @ basis) / (roots.unsqueeze(-1) + roots)) @ basis.mT
+    def correction(b: Tensor) -> Tensor:  # _PolarFactor's, with Qᵀ G S⁻¹ = B S⁻¹
+        return _polar_correction(b @ inverse_root, basis, roots)
 
     usable = _orthonormality_error(tall, factor) <= tol  # False for NaN (rank deficient)
     return _narrow_transform_linear(x, weight, bias, factor, correction) if usable else \
