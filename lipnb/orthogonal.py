@@ -29,6 +29,7 @@ they use the measured spectrum (:mod:`lipnb.spectrum`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Literal, TypeVar, Union
@@ -57,10 +58,17 @@ def _without_autocast(function: _Function) -> _Function:
 
     @functools.wraps(function)
     def wrapper(tensor: Tensor, *args, **kwargs):
-        with torch.autocast(tensor.device.type, enabled=False):
+        with _autocast_off(tensor.device.type):
             return function(tensor, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast disabled on ``device_type``: nothing to enter when it is off already (a few µs a call saved)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 @_without_autocast
@@ -146,25 +154,22 @@ def _orthonormality_error(q: Tensor, factor: NarrowFactor | None = None) -> floa
     ``v ↦ Qᵀ(Qv) − v``, O(mn) per iteration where forming ``QᵀQ`` would cost as much as the
     orthonormalization itself. It decides only whether a result needs another pass; it bounds nothing.
     """
-    q = q.detach().double().reshape(-1, *q.shape[-2:])
+    q = q.detach().reshape(-1, *q.shape[-2:]).double()
     factor = None if factor is None else factor.double()
-    if q.shape[-2] * q.shape[-1] ** 2 <= _GRAM_CHECK_WORK:
-        q = q if factor is None else factor.times(q)
-        identity = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
-        return float(torch.linalg.matrix_norm(q.mT @ q - identity).max())
-
-    def gram_times(vector: Tensor) -> Tensor:  # QᵀQ v
-        if factor is None:
-            return q.mT @ (q @ vector)
-        inner = q @ factor.times_transposed(vector.mT).mT  # Q v = q (T v), T v = (vᵀ Tᵀ)ᵀ
-        return factor.times((q.mT @ inner).mT).mT  # Tᵀ u = (uᵀ T)ᵀ
-
-    phases = torch.arange(q.shape[-1], dtype=q.dtype, device=q.device)
-    vector = torch.sin(1.618 * phases + 0.5).expand(q.shape[0], -1).unsqueeze(-1)  # no common special direction
+    width = q.shape[-1]
+    if q.shape[-2] * width**2 <= _GRAM_CHECK_WORK:
+        basis = q if factor is None else factor.times(q)
+        deviation = basis.mT @ basis
+        deviation.diagonal(dim1=-2, dim2=-1).sub_(1)
+        return float(torch.linalg.matrix_norm(deviation).max())
+    # on row vectors, r ↦ r (QᵀQ − I) with r QᵀQ = ((r Tᵀ) qᵀ) q T: two matrix-vector products with q per step
+    phases = torch.arange(width, dtype=q.dtype, device=q.device)
+    row = torch.sin(1.618 * phases + 0.5).expand(q.shape[0], 1, width)  # no common special direction
     for _ in range(_ERROR_ITERATIONS):
-        vector = torch.nn.functional.normalize(vector, dim=-2)
-        vector = gram_times(vector) - vector
-    return float(vector.norm(dim=-2).max())
+        row = torch.nn.functional.normalize(row, dim=-1)
+        image = (row if factor is None else factor.times_transposed(row)) @ q.mT @ q
+        row = (image if factor is None else factor.times(image)) - row
+    return float(torch.linalg.vector_norm(row, dim=-1).max())
 
 
 @_without_autocast
@@ -416,13 +421,20 @@ class _NarrowTransformLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, None, None]:
+        with _autocast_off(grad.device.type):  # in the forward's precision (a backward may run under autocast)
+            return _NarrowTransformLinear._gradients(ctx, grad)
+
+    @staticmethod
+    def _gradients(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, None, None]:
         x, weight, saved = ctx.saved_tensors
         if ctx.wide:
             pulled = ctx.factor.times_transposed(grad)
             grad_x = pulled @ weight if ctx.needs_input_grad[0] else None
-            return grad_x, pulled.mT @ x - ctx.correction(saved.mT @ grad) @ weight, None, None
+            grad_weight = (pulled.mT @ x).addmm_(ctx.correction(saved.mT @ grad), weight, alpha=-1)
+            return grad_x, grad_weight, None, None
         grad_x = ctx.factor.times(grad @ weight)
-        return grad_x, grad.mT @ saved - weight @ ctx.correction(grad_x.mT @ x), None, None
+        grad_weight = (grad.mT @ saved).addmm_(weight, ctx.correction(grad_x.mT @ x), alpha=-1)
+        return grad_x, grad_weight, None, None
 
 
 @_without_autocast
