@@ -151,10 +151,10 @@ def test_bjorck_linear_training_forward_is_the_layer_of_its_weight(orthogonalize
     for function, linear_form in LINEAR_FORMS.items():
         counted = lambda *args, form=linear_form: calls.append(1) or form(*args)  # noqa: E731
         monkeypatch.setitem(LINEAR_FORMS, function, counted)
-    layer = BjorckLinear(9, 4, orthogonalizer=orthogonalizer)
-    train_steps(layer, (9,))
+    layer = BjorckLinear(200, 60, orthogonalizer=orthogonalizer)  # m·n² = 7.2e5: large enough for the linear form
+    train_steps(layer, (200,))
     layer.double()
-    x = torch.randn(5, 9, dtype=torch.float64)
+    x = torch.randn(5, 200, dtype=torch.float64)
     raw = layer.parametrizations.weight.original
     calls.clear()
     y = layer(x)
@@ -165,6 +165,9 @@ def test_bjorck_linear_training_forward_is_the_layer_of_its_weight(orthogonalize
     assert len(calls) == (orthogonalizer != "bjorck")
     layer.eval()(x)
     assert len(calls) == (orthogonalizer != "bjorck")  # eval uses the cached weight
+    calls.clear()
+    BjorckLinear(100, 10, orthogonalizer=orthogonalizer)(torch.randn(5, 100))
+    assert not calls  # m·n² = 10⁴: forming the weight is faster
 
 
 def test_activations_permute_each_input():

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -6,6 +8,7 @@ from lipnb.layers import BjorckLinear, RKOConv2d
 from lipnb.orthogonal import (
     DEFAULT_ORTHOGONALIZER,
     ORTHOGONALIZERS,
+    _GRAM_CHECK_WORK,
     _CholeskyQR,
     _cholesky_qr2,
     _cholesky_qr_pass,
@@ -282,12 +285,28 @@ def test_orthonormality_error_of_an_unformed_basis_is_that_of_the_basis(shape):
         torch.testing.assert_close(_orthonormality_error(matrix, unformed), expected, rtol=0.01, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(30, 6), (600, 40), (2, 600, 40)])
+def test_orthonormality_error_is_close_to_the_spectral_norm_from_below_or_the_frobenius_norm_above(shape):
+    mixing = polar_factor(torch.randn(shape[-1], shape[-1]))
+    matrix = polar_factor(torch.randn(*shape)) @ torch.diag(torch.logspace(0, 2, shape[-1])) @ mixing
+    basis = _cholesky_qr_pass(matrix)[0]  # float32, cond 1e2: a deviation well above eps
+    deviation = basis.double().mT @ basis.double() - torch.eye(shape[-1], dtype=torch.float64)
+    spectral = torch.linalg.eigvalsh(deviation).abs().max()
+    error = _orthonormality_error(basis)
+    if shape[-2] * shape[-1] ** 2 <= _GRAM_CHECK_WORK:
+        assert error == pytest.approx(float(torch.linalg.vector_norm(deviation)), rel=1e-12)
+    else:  # the power estimate: a lower bound, within a factor 2 for this spectrum of errors
+        assert 0.5 * spectral <= error <= spectral * (1 + 1e-9)
+    assert _orthonormality_error(torch.eye(700, 30)) == 0.0  # an exactly orthonormal basis, not 0/0
+    assert math.isnan(_orthonormality_error(torch.full((700, 30), float("nan"))))
+
+
 @pytest.mark.parametrize("name", list(ORTHOGONALIZERS))
 def test_layers_train_under_autocast_with_full_precision_weights(name):
     # mixed precision (bfloat16 autocast on CPU): the weight is orthonormalized in float32 all the same
     torch.manual_seed(0)
-    model = torch.nn.Sequential(RKOConv2d(2, 4, 3, orthogonalizer=name), torch.nn.Flatten(),
-                                BjorckLinear(4 * 6 * 6, 10, orthogonalizer=name))
+    model = torch.nn.Sequential(RKOConv2d(2, 16, 3, orthogonalizer=name), torch.nn.Flatten(),
+                                BjorckLinear(16 * 6 * 6, 32, orthogonalizer=name))  # large enough for the linear form
     x = torch.rand(3, 2, 6, 6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x).float().square().sum().backward()

@@ -9,6 +9,11 @@ from lipnb._validation import require_positive_int
 from lipnb.layers.parametrized import Orthonormal, parametrize_weight
 from lipnb.orthogonal import DEFAULT_ORTHOGONALIZER, LINEAR_FORMS, OrthogonalizerChoice
 
+# m·n² (tall side m × n) above which the linear form's saved O(mn²) products outweigh its extra small
+# operations (2-core CPU, batch 128, forward + backward: 100→10 takes 0.29 ms formed, 0.34 ms in the
+# linear form; 784→32, m·n² = 8·10⁵, 0.54 ms formed, 0.50 ms in the linear form)
+_NARROW_FORM_WORK = 2**19
+
 
 class BjorckLinear(nn.Module):
     """``y = W x + b`` with ``W`` (``weight``) the orthonormalization of an unconstrained matrix.
@@ -18,7 +23,8 @@ class BjorckLinear(nn.Module):
     trained tensor is ``parametrizations.weight.original``. A training forward with ``"cholesky"``
     (the default) or ``"polar"`` never forms ``W`` (:data:`~lipnb.orthogonal.LINEAR_FORMS`): it
     applies ``W``'s narrow ``n × n`` factor to the batch, two of the five ``O(mn²)`` products of
-    the explicit form per step, with the same values and gradients.
+    the explicit form per step, with the same values and gradients; a weight with ``m·n²`` up to
+    ``2**19`` is formed all the same, which is faster when the products are that small.
     """
 
     def __init__(
@@ -42,7 +48,8 @@ class BjorckLinear(nn.Module):
                 f"BjorckLinear expects inputs with last dimension in_features={self.in_features}; got {tuple(x.shape)}"
             )
         linear_form = LINEAR_FORMS.get(self.parametrizations.weight[0].orthogonalize)
-        if self.training and linear_form is not None:
+        narrow, wide = sorted((self.in_features, self.out_features))
+        if self.training and linear_form is not None and wide * narrow**2 > _NARROW_FORM_WORK:
             return linear_form(x, self.parametrizations.weight.original, self.bias)
         return nn.functional.linear(x, self.weight, self.bias)
 
