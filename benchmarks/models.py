@@ -3,7 +3,8 @@
 For each network of :func:`lipnb.models.build_model` on MNIST inputs (1×28×28, 10 classes,
 MaxMin) and each constrained conv kind, this measures, against the plain network of the same arch
 (``conv="plain"``: plain convs and ``nn.Linear``), timed in the same process and the same
-interleaved rounds (order rotated each round, medians):
+interleaved rounds (order rotated each round; times are medians, ratios paired by round:
+:func:`timing.paired_ratio`):
 
 * a **training step**: ``zero_grad`` + forward + multi-class hinge loss (MNIST margin) + backward
   + Adam step (lr 1e-3), as a ratio to plain;
@@ -67,8 +68,7 @@ import torch
 from torch import Tensor, nn
 
 from lipnb.data import DatasetNotFoundError, TensorImages, load_dataset
-from lipnb.layers import CONV_KINDS
-from lipnb.layers import BjorckLinear
+from lipnb.layers import CONV_KINDS, BjorckLinear
 from lipnb.models import ARCHITECTURES, RESIDUAL_BLOCK_KINDS, build_model
 from lipnb.orthogonal import cholesky_qr
 from lipnb.report import CellFormat, render_table
@@ -84,6 +84,7 @@ from timing import (
     interleaved_rounds,
     measure,
     metadata,
+    paired_ratio,
     parse_choices,
     parse_orthogonalizers,
     require_positive_options,
@@ -110,8 +111,10 @@ NETWORK_COLUMNS: dict[str, tuple[str, CellFormat | None]] = {
     "network": ("network", None),
     "train_ms": ("train (ms)", "{:.2f}"),
     "train_ratio": ("train ×plain", RATIO),
+    "train_spread": ("rounds", None),
     "eval_ms": ("eval (ms)", "{:.2f}"),
     "eval_ratio": ("eval ×plain", RATIO),
+    "eval_spread": ("rounds", None),
     "peak_step_mib": ("step peak (MiB)", "{:.1f}"),
     "peak_ratio": ("peak ×plain", RATIO),
     "gradient_mib": ("all-reduce (MiB)", "{:.2f}"),
@@ -339,6 +342,7 @@ def network_rows(timings: dict[Network, Subject], memory: dict[Network, PeakMemo
         plain = Network(network.arch, Variant(BASELINE))
         plain_subject, plain_memory, peak = timings[plain], memory[plain], memory[network]
         gradient_mib, plain_gradient_mib = gradient_mebibytes(network), gradient_mebibytes(plain)
+        train, evaluation = paired_ratio(subject, plain_subject), paired_ratio(subject, plain_subject, "eval")
         rows.append(
             {
                 "arch": network.arch,
@@ -347,8 +351,12 @@ def network_rows(timings: dict[Network, Subject], memory: dict[Network, PeakMemo
                 "orthogonalizer": network.variant.orthogonalizer,
                 "train_ms": subject.train_ms,
                 "eval_ms": subject.eval_ms,
-                "train_ratio": subject.train_ms / plain_subject.train_ms,
-                "eval_ratio": subject.eval_ms / plain_subject.eval_ms,
+                "train_ratio": train.median,
+                "train_spread": train.spread,
+                "train_ratio_of_medians": subject.train_ms / plain_subject.train_ms,
+                "eval_ratio": evaluation.median,
+                "eval_spread": evaluation.spread,
+                "eval_ratio_of_medians": subject.eval_ms / plain_subject.eval_ms,
                 "peak_step_mib": peak.step,
                 "peak_ratio": memory_ratio(peak.step, plain_memory.step),
                 "rss_before_mib": peak.rss_before,
@@ -369,11 +377,12 @@ def floor_rows(floors: dict[str, dict[str, Subject]], timings: dict[Network, Sub
     """One JSON row per arch: its Cholesky-QR and Gram floors in ms and as ratios to the plain training step."""
     rows = []
     for arch, subjects in floors.items():
-        plain_ms = timings[Network(arch, Variant(BASELINE))].train_ms
+        plain = timings[Network(arch, Variant(BASELINE))]
         cholesky, gram = subjects["Cholesky-QR floor"], subjects["Gram floor"]
         weights = [list(weight.shape) for weight in cholesky.module.parameters()]
-        rows.append({"arch": arch, "weights": weights, "ms": cholesky.train_ms, "ratio": cholesky.train_ms / plain_ms,
-                     "gram_ms": gram.train_ms, "gram_ratio": gram.train_ms / plain_ms})
+        rows.append({"arch": arch, "weights": weights,
+                     "ms": cholesky.train_ms, "ratio": paired_ratio(cholesky, plain).median,
+                     "gram_ms": gram.train_ms, "gram_ratio": paired_ratio(gram, plain).median})
     return rows
 
 
@@ -408,11 +417,12 @@ def report_text(report: dict[str, Any]) -> str:
     meta = report["meta"]
     parts = [
         markdown(report["networks"], NETWORK_COLUMNS),
-        "\nRatios are median time / median time of the plain network of the same arch, timed in the same "
-        f"rounds. Step peak: high-water RSS of a child process over {meta['memory_steps']} training step(s) "
-        f"minus its RSS before the first one. All-reduce: the gradient bytes DDP sums over processes every "
-        f"step (every trainable parameter, float32). FC-3 has no convs: {FC3_LABEL} is its network for every "
-        "constrained kind.\n",
+        "\nRatios are paired by round: each round's median step over the plain network's in the same round "
+        "(same arch), the median over rounds; rounds: the lowest and highest round, the noise of the machine "
+        "(eval computes what plain does). Step peak: high-water RSS of a child process over "
+        f"{meta['memory_steps']} training step(s) minus its RSS before the first one. All-reduce: the "
+        "gradient bytes DDP sums over processes every step (every trainable parameter, float32). FC-3 has no "
+        f"convs: {FC3_LABEL} is its network for every constrained kind.\n",
         markdown(report["floor"], FLOOR_COLUMNS),
         "\nCholesky-QR floor: one explicit Cholesky-QR orthonormalization forward + backward of each linear "
         "weight. Gram floor: the Gram matrix of each weight's narrow side forward + backward, the O(mn²) work "

@@ -3,7 +3,9 @@
 Subjects are timed as a user's script runs them: an ordinary process, no allocator or scheduler
 tuning, torch's default thread count unless a benchmark's ``--threads`` says otherwise. Subjects
 that are compared are timed in the same process, in interleaved rounds whose order rotates each
-round, so a slow spell of the machine hits them all alike; a result is the median of its steps.
+round, so a slow spell of the machine hits them all alike; a time is the median of a subject's steps.
+A ratio to a baseline is paired by round (:func:`paired_ratio`): the host's speed drifts over minutes,
+and a subject and its baseline timed seconds apart in one round see the same machine.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Subject:
     eval_step: Callable[[], None] | None
     train_times: list[float] = field(default_factory=list)
     eval_times: list[float] = field(default_factory=list)
+    train_round_ms: list[float] = field(default_factory=list)  # the median step of each round
+    eval_round_ms: list[float] = field(default_factory=list)
 
     @property
     def train_ms(self) -> float:
@@ -116,6 +120,29 @@ def interleaved_rounds(subjects: Sequence[Subject], steps: int, rounds: int, war
             train_times, eval_times = measure(subject, steps)
             subject.train_times += train_times
             subject.eval_times += eval_times
+            subject.train_round_ms.append(median_ms(train_times))
+            if eval_times:
+                subject.eval_round_ms.append(median_ms(eval_times))
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """A subject's time over its baseline's: the median over rounds, and the lowest and highest round."""
+
+    median: float
+    low: float
+    high: float
+
+    @property
+    def spread(self) -> str:
+        return f"{self.low:.2f}–{self.high:.2f}"
+
+
+def paired_ratio(subject: Subject, baseline: Subject, phase: str = "train") -> PairedRatio:
+    """Round by round, ``subject``'s median ``phase`` ("train" or "eval") step over ``baseline``'s in the same round."""
+    pairs = zip(getattr(subject, f"{phase}_round_ms"), getattr(baseline, f"{phase}_round_ms"), strict=True)
+    ratios = [time / baseline_time for time, baseline_time in pairs]
+    return PairedRatio(statistics.median(ratios), min(ratios), max(ratios))
 
 
 def median_ms(times: Iterable[float]) -> float:

@@ -44,7 +44,7 @@ Orthogonalizer = Callable[[Tensor], Tensor]
 OrthogonalizerChoice = Union[str, Orthogonalizer]
 
 _POWER_ITERATIONS = 4
-_ERROR_ITERATIONS = 2  # products with QᵀQ − I that estimate its spectral norm for a large result (a rough, cheap estimate)
+_ERROR_ITERATIONS = 2  # products with QᵀQ − I that estimate its norm for a large result (rough, cheap)
 _GRAM_CHECK_WORK = 2**19  # m·n² up to which a result's error is measured exactly, from its Gram matrix
 _EXTRA_PASSES = 2  # Cholesky QR passes after the first, at most
 _TRUSTED_DEVIATION = 0.1  # a pass on an input with ‖QᵀQ − I‖ ≤ this returns orthonormal Q to working precision
