@@ -21,10 +21,10 @@ class BjorckLinear(nn.Module):
     ``W`` has orthonormal rows (``out ≤ in``) or columns (``out ≥ in``). The paper orthonormalizes
     by Björck's iteration; ``orthogonalizer`` picks the method (see :mod:`lipnb.orthogonal`). The
     trained tensor is ``parametrizations.weight.original``. A training forward with ``"cholesky"``
-    (the default) or ``"polar"`` never forms ``W`` (:data:`~lipnb.orthogonal.LINEAR_FORMS`): it
-    applies ``W``'s narrow ``n × n`` factor to the batch, two of the five ``O(mn²)`` products of
-    the explicit form per step, with the same values and gradients; a weight with ``m·n²`` up to
-    ``2**19`` is formed all the same, which is faster when the products are that small.
+    (the default) or ``"polar"`` of a weight with ``m·n² > 2**19`` (tall side ``m × n``) never forms
+    ``W`` (:data:`~lipnb.orthogonal.LINEAR_FORMS`): it applies ``W``'s narrow ``n × n`` factor to the
+    batch, two of the five ``O(mn²)`` products of the explicit form per step, with the same values
+    and gradients. A smaller weight is formed, which is faster at that size.
     """
 
     def __init__(
