@@ -297,7 +297,10 @@ def test_orthonormality_error_is_close_to_the_spectral_norm_from_below_or_the_fr
         assert error == pytest.approx(float(torch.linalg.vector_norm(deviation)), rel=1e-12)
     else:  # the power estimate: a lower bound, within a factor 2 for this spectrum of errors
         assert 0.5 * spectral <= error <= spectral * (1 + 1e-9)
-    assert _orthonormality_error(torch.eye(700, 30)) == 0.0  # an exactly orthonormal basis, not 0/0
+
+
+def test_orthonormality_error_of_an_exact_basis_is_zero_and_of_nan_is_nan():
+    assert _orthonormality_error(torch.eye(700, 30)) == 0.0  # the power estimate's 0/0 reads 0
     assert math.isnan(_orthonormality_error(torch.full((700, 30), float("nan"))))
 
 
